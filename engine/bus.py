@@ -1,0 +1,191 @@
+"""The room bus: history events on Redis Streams.
+
+``RoomBus`` appends and replays; ``RoomReader`` is the ONE reader task of a process, blocking on
+the streams of every room that has local viewers and handing each batch to a callback. Nothing
+here knows about connections; the gateway decides who gets what.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError, ResponseError
+
+from engine import keys, scripts
+from engine.codec import Event, pack_stored, unpack_stored
+from engine.ids import ZERO_ID, EventId, RoomId, stream_id_key
+from engine.settings import Settings
+
+log = logging.getLogger("liveroom.bus")
+
+
+@dataclass(frozen=True, slots=True)
+class StreamHead:
+    """What a joining connection needs to know about a room's history."""
+
+    last_id: EventId
+    """Newest id ever written (``0-0`` for a room without events)."""
+    first_id: EventId | None
+    """Oldest retained id, or None when nothing is retained."""
+    complete: bool
+    """True when nothing was ever trimmed."""
+
+    def can_resume_after(self, since: EventId) -> bool:
+        """Whether every event after ``since`` is still retained."""
+        s = stream_id_key(since)
+        if s > stream_id_key(self.last_id):
+            return False  # an id from the future is not one of ours
+        if self.complete or self.first_id is None:
+            return True
+        return s >= stream_id_key(self.first_id)
+
+
+def _decode_entries(entries: list[tuple[bytes, dict[bytes, bytes]]]) -> list[Event]:
+    out: list[Event] = []
+    for raw_id, fields in entries:
+        ev = unpack_stored(fields[b"e"])
+        ev["id"] = raw_id.decode()
+        out.append(ev)
+    return out
+
+
+class RoomBus:
+    def __init__(self, redis: Redis, settings: Settings) -> None:
+        self.redis = redis
+        self.settings = settings
+        self._publish = scripts.register(redis, "publish")
+
+    async def publish(self, room: RoomId, event: Event) -> EventId:
+        """Append a history event; its stream id is its event id."""
+        s = self.settings
+        raw = await self._publish(
+            keys=[keys.events(room)],
+            args=[pack_stored(event), s.history_keep_events, s.history_keep_seconds,
+                  s.history_hard_cap],
+        )
+        return EventId(raw.decode() if isinstance(raw, bytes) else raw)
+
+    async def head(self, room: RoomId) -> StreamHead:
+        try:
+            info = await self.redis.xinfo_stream(keys.events(room))
+        except ResponseError:  # no such key: a room without events yet
+            return StreamHead(ZERO_ID, None, True)
+        last = info["last-generated-id"]
+        first = info.get("first-entry")
+        added = info.get("entries-added")
+        return StreamHead(
+            last_id=EventId(last.decode() if isinstance(last, bytes) else last),
+            first_id=EventId(first[0].decode()) if first else None,
+            complete=added is not None and int(added) == int(info["length"]),
+        )
+
+    async def after(self, room: RoomId, after: EventId, count: int) -> list[Event]:
+        """Up to ``count`` retained events with ids greater than ``after``, oldest first."""
+        entries = await self.redis.xrange(keys.events(room), min=f"({after}", count=count)
+        return _decode_entries(entries)
+
+
+class RoomReader:
+    """One ``XREAD BLOCK`` loop for every room with local viewers in this process."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        poke: Redis,
+        gateway_id: str,
+        on_events: Callable[[RoomId, list[Event]], None],
+        settings: Settings,
+    ) -> None:
+        self._redis = redis  # dedicated: the blocking XREAD holds its connection
+        self._poke = poke
+        self._wake_key = keys.reader_wakeup(gateway_id)
+        self._wake_id = "$"
+        self._on_events = on_events
+        self._settings = settings
+        self._cursors: dict[RoomId, str] = {}
+        self._key_to_room: dict[bytes, RoomId] = {}
+        self._task: asyncio.Task[None] | None = None
+        self.reads = 0
+
+    @property
+    def rooms(self) -> frozenset[RoomId]:
+        return frozenset(self._cursors)
+
+    def subscribe(self, room: RoomId, after: EventId) -> bool:
+        """Start reading ``room`` after ``after``; False if it was already read."""
+        if room in self._cursors:
+            return False
+        self._cursors[room] = after
+        self._key_to_room[keys.events(room).encode()] = room
+        self._wake()
+        return True
+
+    def unsubscribe(self, room: RoomId) -> None:
+        if self._cursors.pop(room, None) is not None:
+            self._key_to_room.pop(keys.events(room).encode(), None)
+
+    def _wake(self) -> None:
+        # The running XREAD does not see a new room until it returns; a write to our own
+        # wake-up stream makes it return now instead of after the block timeout.
+        async def poke() -> None:
+            try:
+                await self._poke.xadd(self._wake_key, {"w": 1}, maxlen=10, approximate=True)
+            except RedisError:
+                pass
+
+        if self._task is not None:
+            asyncio.get_running_loop().create_task(poke())
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="room-reader")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+            self._task = None
+        try:
+            await self._poke.delete(self._wake_key)
+        except RedisError:
+            pass
+
+    async def _run(self) -> None:
+        s = self._settings
+        backoff = 0.05
+        while True:
+            streams: dict[str, str] = {self._wake_key: self._wake_id}
+            for room, cursor in self._cursors.items():
+                streams[keys.events(room)] = cursor
+            try:
+                reply = await self._redis.xread(streams, count=s.read_count, block=s.read_block_ms)
+                backoff = 0.05
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError) as exc:
+                log.warning("room reader: %s; retrying in %.2fs", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                continue
+            self.reads += 1
+            for raw_key, entries in reply or ():
+                if not entries:
+                    continue
+                key = raw_key if isinstance(raw_key, bytes) else raw_key.encode()
+                if key == self._wake_key.encode():
+                    self._wake_id = entries[-1][0].decode()
+                    continue
+                room = self._key_to_room.get(key)
+                if room is None:
+                    continue  # unsubscribed while the read was in flight
+                self._cursors[room] = entries[-1][0].decode()
+                try:
+                    self._on_events(room, _decode_entries(entries))
+                except Exception:
+                    log.exception("room reader callback failed for %s", room)

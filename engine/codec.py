@@ -1,0 +1,120 @@
+"""The one wire codec: events and ops to bytes and back, with every size and depth limit.
+
+Two subprotocols carry the same maps: ``liveroom.v1.msgpack`` (binary messages) and
+``liveroom.v1.json`` (text messages). Stored stream entries use msgpack too. Nothing else in
+the project calls ``msgpack`` or ``json`` on wire data.
+"""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from typing import Any
+
+import msgpack
+
+from engine.errors import BadRequest
+
+Event = dict[str, Any]
+
+
+class Subprotocol(str, Enum):
+    MSGPACK = "liveroom.v1.msgpack"
+    JSON = "liveroom.v1.json"
+
+    @property
+    def binary(self) -> bool:
+        return self is Subprotocol.MSGPACK
+
+
+SUBPROTOCOLS = (Subprotocol.MSGPACK, Subprotocol.JSON)
+
+_json_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
+def negotiate(offered: list[str] | tuple[str, ...]) -> Subprotocol:
+    """The client's first offered subprotocol we speak; JSON when it offers neither."""
+    for name in offered:
+        for sp in SUBPROTOCOLS:
+            if name == sp.value:
+                return sp
+    return Subprotocol.JSON
+
+
+def encode(events: list[Event], sp: Subprotocol) -> bytes:
+    """Encode one server→client message (always an array of events)."""
+    if sp is Subprotocol.MSGPACK:
+        return msgpack.packb(events, use_bin_type=True)
+    return _json_encoder.encode(events).encode("utf-8")
+
+
+def encode_value(value: Any, sp: Subprotocol) -> bytes:
+    """Encode any value (used by clients for ops, and by tests)."""
+    if sp is Subprotocol.MSGPACK:
+        return msgpack.packb(value, use_bin_type=True)
+    return _json_encoder.encode(value).encode("utf-8")
+
+
+def decode_message(data: bytes | str, *, max_bytes: int = 64 * 1024, max_depth: int = 8) -> Any:
+    """Decode one incoming message of either subprotocol, enforcing size and depth.
+
+    Text messages are JSON, binary messages are msgpack, whatever was negotiated: a client
+    that mixes them is still understood. Raises ``BadRequest`` on anything undecodable.
+    """
+    if len(data) > max_bytes:
+        raise BadRequest(f"message larger than {max_bytes} bytes")
+    try:
+        if isinstance(data, str):
+            value = json.loads(data)
+        else:
+            value = msgpack.unpackb(
+                data,
+                raw=False,
+                strict_map_key=True,
+                max_buffer_size=max_bytes,
+                max_str_len=max_bytes,
+                max_bin_len=max_bytes,
+                max_array_len=4096,
+                max_map_len=256,
+                max_ext_len=0,
+            )
+    except (ValueError, TypeError, RecursionError, msgpack.ExtraData, msgpack.FormatError,
+            msgpack.StackError) as exc:
+        raise BadRequest(f"undecodable message: {exc.__class__.__name__}") from None
+    if _depth(value, max_depth) > max_depth:
+        raise BadRequest(f"message nested deeper than {max_depth}")
+    return value
+
+
+def decode_events(data: bytes | str) -> list[Event]:
+    """Decode one server→client message (client side)."""
+    value = json.loads(data) if isinstance(data, str) else msgpack.unpackb(data, raw=False)
+    if not isinstance(value, list):
+        raise BadRequest("a server message must be an array of events")
+    return value
+
+
+def pack_stored(event: Event) -> bytes:
+    """Encode an event for storage in a room stream (without its id)."""
+    return msgpack.packb(event, use_bin_type=True)
+
+
+def unpack_stored(data: bytes) -> Event:
+    return msgpack.unpackb(data, raw=False)
+
+
+def dumps_json(value: Any) -> str:
+    """JSON for records kept in Redis (room access, media)."""
+    return _json_encoder.encode(value)
+
+
+def loads_json(text: str | bytes) -> Any:
+    return json.loads(text)
+
+
+def _depth(value: Any, limit: int, level: int = 0) -> int:
+    """Nesting depth of containers (a flat map is 1), giving up once past ``limit``."""
+    if level > limit or not isinstance(value, (dict, list)):
+        return level
+    children = value.values() if isinstance(value, dict) else value
+    return max((_depth(v, limit, level + 1) for v in children), default=level + 1)

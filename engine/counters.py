@@ -1,0 +1,79 @@
+"""Likes and online counts: counters in Redis, fed by every gateway's local deltas.
+
+A gateway never writes a counter per like or per connection; it reports what changed since its
+last report, once per interval, for all its rooms in one round trip.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from engine import keys, scripts
+from engine.ids import RoomId
+
+
+@dataclass(frozen=True, slots=True)
+class RoomTotals:
+    likes: int
+    online: int | None  # None when online counts were not part of this sync
+
+
+class RoomCounters:
+    def __init__(self, redis: Redis, gateway_id: str, online_ttl_ms: int) -> None:
+        self.redis = redis
+        self.gateway_id = gateway_id
+        self.online_ttl_ms = online_ttl_ms
+        self._online = scripts.register(redis, "online")
+
+    async def sync(
+        self,
+        like_deltas: dict[RoomId, int],
+        online_counts: dict[RoomId, int] | None,
+        now_ms: int,
+    ) -> dict[RoomId, RoomTotals]:
+        """Add like deltas, optionally report online counts; return every room's totals."""
+        rooms = list(like_deltas)
+        if online_counts:
+            rooms += [r for r in online_counts if r not in like_deltas]
+        if not rooms:
+            return {}
+        async with self.redis.pipeline(transaction=False) as p:
+            for room in rooms:
+                p.incrby(keys.likes(room), like_deltas.get(room, 0))
+                if online_counts is not None and room in online_counts:
+                    await self._online(
+                        keys=[keys.online(room), keys.online_expiry(room)],
+                        args=[self.gateway_id, online_counts[room], now_ms, self.online_ttl_ms],
+                        client=p,
+                    )
+            replies = await p.execute()
+        out: dict[RoomId, RoomTotals] = {}
+        i = 0
+        for room in rooms:
+            likes = int(replies[i])
+            i += 1
+            online = None
+            if online_counts is not None and room in online_counts:
+                online = int(replies[i])
+                i += 1
+            out[room] = RoomTotals(likes, online)
+        return out
+
+    async def snapshot(
+        self, room: RoomId, now_ms: int, *, exclude_self: bool = False
+    ) -> tuple[int, int]:
+        """(likes, online) as stored; ``exclude_self`` leaves out this gateway's own share."""
+        async with self.redis.pipeline(transaction=False) as p:
+            p.get(keys.likes(room))
+            p.hgetall(keys.online(room))
+            p.hgetall(keys.online_expiry(room))
+            likes, counts, exps = await p.execute()
+        me = self.gateway_id.encode()
+        online = sum(
+            int(counts.get(gw, 0))
+            for gw, exp in exps.items()
+            if int(exp) >= now_ms and not (exclude_self and gw == me)
+        )
+        return int(likes or 0), online

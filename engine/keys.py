@@ -1,0 +1,55 @@
+"""Every Redis key name liveroom uses, in one place.
+
+All keys of a room share the hash tag ``{room:ID}`` so that a room lives on one Redis Cluster
+slot and its Lua scripts stay legal. Process-wide keys carry no room tag.
+"""
+
+from __future__ import annotations
+
+from engine.ids import RoomId
+
+PREFIX = "lr:"
+
+
+def _room(room: RoomId) -> str:
+    return f"{PREFIX}{{room:{room}}}"
+
+
+def room(room: RoomId) -> str:
+    """Hash: the room record (title, status, access, owner, epoch, ...)."""
+    return _room(room) + ":room"
+
+
+def events(room: RoomId) -> str:
+    """Stream: the room's history events; the stream id is the event id."""
+    return _room(room) + ":events"
+
+
+def likes(room: RoomId) -> str:
+    """String counter: total likes of the room."""
+    return _room(room) + ":likes"
+
+
+def online(room: RoomId) -> str:
+    """Hash: gateway id -> that gateway's local viewer count for the room."""
+    return _room(room) + ":online"
+
+
+def online_expiry(room: RoomId) -> str:
+    """Hash: gateway id -> ms timestamp after which its share of `online` is void."""
+    return _room(room) + ":online:exp"
+
+
+def danmaku_count(room: RoomId) -> str:
+    """String counter: danmaku accepted in the room."""
+    return _room(room) + ":danmaku"
+
+
+def rooms_index() -> str:
+    """Set of every room id (process-wide, not room-tagged)."""
+    return PREFIX + "rooms"
+
+
+def reader_wakeup(gateway: str) -> str:
+    """Stream a gateway's room reader also blocks on, poked when its room set changes."""
+    return f"{PREFIX}gw:{gateway}:wake"

@@ -1,0 +1,218 @@
+"""The HTTP API (PROTOCOL.md §3) on FastAPI, plus the web player and host console pages.
+
+Every error leaves as ``{"error": code, "message": text}`` with the status its
+``LiveroomError`` carries; handlers raise, the one mapping below answers.
+"""
+
+from __future__ import annotations
+
+import time
+from importlib import resources
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, Field
+from redis.asyncio import Redis
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from engine.bus import RoomBus
+from engine.codec import SUBPROTOCOLS
+from engine.counters import RoomCounters
+from engine.errors import Forbidden, LiveroomError, NotFound, Unauthorized
+from engine.ids import RoomId, is_valid_id
+from engine.rooms import NewRoom, Room, RoomStatus, RoomStore
+from engine.settings import Settings
+from engine.tokens import Identity, Role, verify
+
+# -- schemas (for /openapi.json; the domain validates again in engine.rooms) ----------------
+
+
+class AccessIn(BaseModel):
+    mode: Literal["free", "paid"] = "free"
+    price_cents: int = Field(0, ge=0)
+    tiers: list[Literal["normal", "senior", "vip"]] = []
+    preview_seconds: int = Field(0, ge=0)
+
+
+class MediaIn(BaseModel):
+    source: Literal["pattern", "file"]
+    path: str | None = None
+
+
+class RoomIn(BaseModel):
+    id: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    title: str = Field(..., min_length=1, max_length=200)
+    access: AccessIn | None = None
+    media: MediaIn | None = None
+
+
+class RoomOut(BaseModel):
+    id: str
+    title: str
+    status: Literal["scheduled", "live", "ended"]
+    access: dict[str, Any]
+    owner: str
+    created_at: float
+    media: dict[str, Any] | None = None
+    online: int = 0
+    likes: int = 0
+
+
+class ErrorOut(BaseModel):
+    error: str
+    message: str
+
+
+class ConfigOut(BaseModel):
+    ws_url: str
+    ws_path: str
+    subprotocols: list[str]
+    whep_url: str
+    tick_ms: int
+    max_message_bytes: int
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorOut} for code in (400, 401, 403, 404, 409, 422, 429, 503)
+}
+
+
+def _error(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": code, "message": message}, status_code=status)
+
+
+_STATUS_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+                 405: "method_not_allowed", 409: "conflict", 422: "invalid", 429: "rate_limited"}
+
+
+def caller(request: Request) -> Identity:
+    """The verified identity behind ``Authorization: Bearer`` (or ``?token=``)."""
+    settings: Settings = request.app.state.settings
+    auth = request.headers.get("authorization", "")
+    token = auth[7:].strip() if auth.lower().startswith("bearer ") else None
+    token = token or request.query_params.get("token")
+    if not token:
+        raise Unauthorized("Authorization: Bearer <token> is required")
+    return verify(settings.secret, token, leeway_s=settings.token_leeway_s)
+
+
+Caller = Annotated[Identity, Depends(caller)]
+
+
+def create_app(settings: Settings, redis: Redis) -> FastAPI:
+    app = FastAPI(
+        title="liveroom",
+        version="1",
+        description="Live-room interaction engine: rooms, access, sales, lotteries, media.",
+        responses=ERRORS,
+    )
+    app.state.settings = settings
+    rooms = RoomStore(redis)
+    bus = RoomBus(redis, settings)
+    counters = RoomCounters(redis, "api", settings.online_ttl_ms)
+
+    @app.exception_handler(LiveroomError)
+    async def _liveroom_error(_: Request, exc: LiveroomError) -> JSONResponse:
+        return _error(exc.status, exc.code, exc.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        return _error(422, "invalid", f"{where}: {first.get('msg', 'invalid body')}".strip(": "))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _STATUS_CODES.get(exc.status_code, "error")
+        return _error(exc.status_code, code, str(exc.detail))
+
+    async def load(room: str) -> Room:
+        if not is_valid_id(room):
+            raise NotFound(f"no room {room[:64]!r}")
+        return await rooms.get(RoomId(room))
+
+    async def controlled(room: str, who: Identity) -> Room:
+        record = await load(room)
+        if not who.controls(record.id, record.owner):
+            raise Forbidden("only this room's hosts and admins may do this")
+        return record
+
+    async def public(record: Room) -> dict[str, Any]:
+        likes, online = await counters.snapshot(record.id, int(time.time() * 1000))
+        return {**record.to_dict(), "online": online, "likes": likes}
+
+    @app.post("/api/rooms", status_code=201, response_model=RoomOut, tags=["rooms"])
+    async def create_room(body: RoomIn, who: Caller) -> dict[str, Any]:
+        """Create a room; the caller becomes its owner (hosts and admins only)."""
+        if who.role is Role.VIEWER:
+            raise Forbidden("only hosts and admins create rooms")
+        new = NewRoom.parse(body.model_dump(exclude_none=True))
+        return await public(await rooms.create(new, who.user))
+
+    @app.get("/api/rooms/{room}", response_model=RoomOut, tags=["rooms"])
+    async def get_room(room: str, who: Caller) -> dict[str, Any]:
+        """The room with its status, access and live counters."""
+        return await public(await load(room))
+
+    @app.post("/api/rooms/{room}/live", response_model=RoomOut, tags=["rooms"])
+    async def go_live(room: str, who: Caller) -> dict[str, Any]:
+        """Go live: emits `room.live`."""
+        return await _transition(room, who, RoomStatus.LIVE, "room.live")
+
+    @app.post("/api/rooms/{room}/end", response_model=RoomOut, tags=["rooms"])
+    async def end(room: str, who: Caller) -> dict[str, Any]:
+        """End the show: emits `room.ended`."""
+        return await _transition(room, who, RoomStatus.ENDED, "room.ended")
+
+    async def _transition(room: str, who: Identity, status: RoomStatus, event: str) -> dict:
+        record = await controlled(room, who)
+        if record.status is not status:
+            record = await rooms.set_status(record.id, status)
+            await bus.publish(record.id, {"type": event, "ts": time.time()})
+        return await public(record)
+
+    @app.get("/api/config", response_model=ConfigOut, tags=["meta"])
+    async def config(request: Request) -> dict[str, Any]:
+        """Where a page finds the gateway and media endpoints."""
+        host = request.url.hostname or settings.host
+        ws_url = settings.public_ws_url or f"ws://{host}:{settings.ws_port}"
+        base = str(request.base_url).rstrip("/")
+        return {
+            "ws_url": ws_url,
+            "ws_path": "/ws/rooms/{room}",
+            "subprotocols": [sp.value for sp in SUBPROTOCOLS],
+            "whep_url": base + "/whep/rooms/{room}",
+            "tick_ms": settings.tick_ms,
+            "max_message_bytes": settings.max_message_bytes,
+        }
+
+    @app.get("/healthz", tags=["meta"])
+    async def healthz() -> JSONResponse:
+        """200 when this process reaches Redis, else 503."""
+        try:
+            await redis.ping()
+        except Exception as exc:
+            return _error(503, "unavailable", f"redis unreachable: {exc.__class__.__name__}")
+        return JSONResponse({"status": "ok"})
+
+    @app.get("/metrics", tags=["meta"])
+    async def metrics() -> Response:
+        """Prometheus text format."""
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/rooms/{room}", response_class=HTMLResponse, include_in_schema=False)
+    async def player(room: str) -> HTMLResponse:
+        return HTMLResponse(_page("player.html"))
+
+    @app.get("/host/{room}", response_class=HTMLResponse, include_in_schema=False)
+    async def host_console(room: str) -> HTMLResponse:
+        return HTMLResponse(_page("host.html"))
+
+    return app
+
+
+def _page(name: str) -> str:
+    return resources.files("gateway").joinpath("static", name).read_text("utf-8")

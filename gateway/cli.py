@@ -1,0 +1,171 @@
+"""The ``liveroom`` command (PROTOCOL.md §0, §1): up, serve, token."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from engine.errors import Conflict, LiveroomError
+from engine.ids import RoomId
+from engine.rooms import Access, NewRoom, RoomStatus, RoomStore
+from engine.settings import DEV_SECRET, Settings
+from engine.tokens import Role, issue
+
+DEMO_ROOM = RoomId("demo")
+
+
+def _settings(args: argparse.Namespace, *, dev: bool = False) -> Settings:
+    return Settings.from_env(
+        redis_url=getattr(args, "redis_url", None),
+        host=getattr(args, "host", None),
+        http_port=getattr(args, "http_port", None),
+        ws_port=getattr(args, "ws_port", None),
+        tick_ms=getattr(args, "tick_ms", None),
+        dev=True if dev or getattr(args, "dev", False) else None,
+    )
+
+
+def _run(coro: object) -> None:
+    try:
+        import uvloop
+
+        uvloop.run(coro)  # type: ignore[arg-type]
+    except ImportError:  # pragma: no cover - uvloop is a dependency; this is for odd platforms
+        asyncio.run(coro)  # type: ignore[arg-type]
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    rooms = [r for r in (args.rooms or "").split(",") if r]
+    print(issue(settings.secret, args.user, args.role, ttl_s=args.ttl, name=args.name,
+                rooms=rooms or None))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from gateway.runner import serve
+
+    if args.role == "media":
+        print("liveroom: the media role is not built yet (WHEP/WHIP); run gateway and api",
+              file=sys.stderr)
+        return 2
+    settings = _settings(args).check()
+    _run(serve(settings, args.role))
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from gateway.redis_server import RedisServer
+    from gateway.runner import serve
+
+    dev = os.environ.get("LIVEROOM_SECRET") in (None, "", DEV_SECRET)
+    settings = _settings(args, dev=dev).check()
+    redis_child = None
+    if not (args.redis_url or os.environ.get("REDIS_URL")):
+        data = Path(args.data_dir)
+        redis_child = RedisServer(data / "redis").start()
+        settings = settings.with_(redis_url=redis_child.url)
+
+    async def ready() -> None:
+        from engine.store import connect
+
+        redis = connect(settings.redis_url)
+        store = RoomStore(redis)
+        try:
+            await store.create(
+                NewRoom(DEMO_ROOM, "liveroom demo", Access(), {"source": "pattern"}), "host")
+        except Conflict:
+            pass
+        room = await store.get(DEMO_ROOM)
+        if room.status is not RoomStatus.LIVE:
+            await store.set_status(DEMO_ROOM, RoomStatus.LIVE)
+        await redis.aclose()
+        viewer = issue(settings.secret, "viewer1", "viewer", ttl_s=86400, name="Viewer 1")
+        host = issue(settings.secret, "host", "host", ttl_s=86400, name="Host", rooms=["demo"])
+        http = f"http://{settings.host}:{settings.http_port}"
+        ws = f"ws://{settings.host}:{settings.ws_port}"
+        print(
+            "\nliveroom is up" + (" (dev mode: default token secret)" if settings.dev else "")
+            + f"\n  redis          {settings.redis_url}"
+            + f"\n  web player     {http}/rooms/demo?token={viewer}"
+            + f"\n  host console   {http}/host/demo?token={host}"
+            + f"\n  websocket      {ws}/ws/rooms/demo?token={viewer}"
+            + f"\n  http api       {http}/api/rooms/demo   (docs: {http}/docs)"
+            + "\n  more tokens    liveroom token --user NAME --role viewer|host|admin"
+            + "\nCtrl-C stops everything.\n",
+            flush=True,
+        )
+
+    try:
+        _run(serve(settings, "all", on_ready=ready))
+    finally:
+        if redis_child is not None:
+            redis_child.stop()
+    return 0
+
+
+def cmd_version(_: argparse.Namespace) -> int:
+    print("liveroom 0.1.0 (protocol v1)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="liveroom", description="Live-room interaction engine.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    def common(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--redis-url", help="Redis URL (default: REDIS_URL or LIVEROOM_REDIS_URL)")
+        sp.add_argument("--host", help="interface to bind (default 127.0.0.1)")
+        sp.add_argument("--http-port", type=int, help="HTTP API port (default 8080)")
+        sp.add_argument("--ws-port", type=int, help="WebSocket gateway port (default 8081)")
+        sp.add_argument("--tick-ms", type=int, help="batching tick in ms (default 50)")
+        sp.add_argument("--log-level", default=os.environ.get("LIVEROOM_LOG_LEVEL", "INFO"))
+
+    up = sub.add_parser("up", help="development: private Redis, all roles, a demo room")
+    common(up)
+    up.add_argument("--data-dir", default=".liveroom", help="where the private Redis keeps data")
+    up.set_defaults(func=cmd_up)
+
+    serve = sub.add_parser("serve", help="production: one role per process")
+    common(serve)
+    serve.add_argument("--role", choices=("all", "gateway", "api", "media"), default="all")
+    serve.add_argument("--dev", action="store_true", help="allow the default token secret")
+    serve.set_defaults(func=cmd_serve)
+
+    tok = sub.add_parser("token", help="print a token signed with LIVEROOM_SECRET")
+    tok.add_argument("--user", required=True)
+    tok.add_argument("--role", choices=[r.value for r in Role], default="viewer")
+    tok.add_argument("--ttl", type=int, default=3600, help="seconds until expiry")
+    tok.add_argument("--rooms", help="comma-separated rooms a host controls")
+    tok.add_argument("--name", help="display name (default: the user id)")
+    tok.set_defaults(func=cmd_token)
+
+    ver = sub.add_parser("version", help="print the version")
+    ver.set_defaults(func=cmd_version)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=getattr(args, "log_level", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.Formatter.converter = time.gmtime
+    logging.getLogger("websockets").setLevel(logging.WARNING)
+    try:
+        return int(args.func(args) or 0)
+    except LiveroomError as exc:
+        print(f"liveroom: {exc.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,289 @@
+"""The room hub of one gateway process: local connections per room, tick flushes, counters.
+
+Events arrive from the process's one ``RoomReader``; every tick, each room's batch is encoded
+once per subprotocol, framed once, and the same bytes are written to every local connection of
+that room. No per-recipient task, encode or await on this path: a connection whose unsent bytes
+pass its limit is closed with 4408 instead of slowing the room.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from websockets.frames import Frame, Opcode
+from websockets.protocol import State
+
+from engine.batch import RoomBatch
+from engine.codec import Event, Subprotocol, encode
+from engine.counters import RoomCounters
+from engine.ids import RoomId, stream_id_key
+from engine.ratelimit import TokenBucket, WindowCounter
+from engine.settings import Settings
+from engine.tokens import Identity
+
+if TYPE_CHECKING:
+    from websockets.asyncio.server import ServerConnection
+
+log = logging.getLogger("liveroom.hub")
+
+CLOSE_SLOW_CONSUMER = 4408
+CLOSE_TOKEN_EXPIRED = 4401
+CLOSE_ACCESS_ENDED = 4403
+
+
+def frame(events: list[Event], sp: Subprotocol) -> bytes:
+    """One complete, unmasked server frame carrying ``events`` (compression is off)."""
+    opcode = Opcode.BINARY if sp.binary else Opcode.TEXT
+    return Frame(opcode, encode(events, sp)).serialize(mask=False)
+
+
+class Conn:
+    """One viewer's WebSocket connection, as the hub sees it."""
+
+    __slots__ = (
+        "ws", "transport", "identity", "room", "sp", "access", "limit", "joining", "pending",
+        "skip_until", "closing", "danmaku_bucket", "like_bucket", "bad", "expiry_timer",
+    )
+
+    def __init__(
+        self,
+        ws: ServerConnection,
+        identity: Identity,
+        room: RoomId,
+        sp: Subprotocol,
+        access: str,
+        settings: Settings,
+        now: float,
+    ) -> None:
+        self.ws = ws
+        self.transport = ws.transport
+        self.identity = identity
+        self.room = room
+        self.sp = sp
+        self.access = access
+        self.limit = settings.send_buffer_limit
+        self.joining = True
+        self.pending: list[Event] = []
+        self.skip_until: tuple[int, int] | None = None
+        self.closing = False
+        self.danmaku_bucket = TokenBucket(settings.danmaku_rate, settings.danmaku_burst, now)
+        self.like_bucket = TokenBucket(settings.like_rate, settings.like_burst, now)
+        self.bad = WindowCounter(settings.bad_message_limit, settings.bad_message_window_s)
+        self.expiry_timer: asyncio.TimerHandle | None = None
+
+    def access_allows_chat(self) -> bool:
+        return self.access != "preview"
+
+    def write(self, data: bytes) -> None:
+        """Queue one pre-built frame; close with 4408 once the unsent bytes pass the limit."""
+        if self.closing or self.ws.protocol.state is not State.OPEN:
+            return
+        self.transport.write(data)
+        if self.transport.get_write_buffer_size() > self.limit:
+            self.close(CLOSE_SLOW_CONSUMER, "slow consumer: resume with since")
+
+    def send(self, events: list[Event]) -> None:
+        """Send events to this connection only (replies, catch-up)."""
+        if events:
+            self.write(frame(events, self.sp))
+
+    def close(self, code: int, reason: str) -> None:
+        if self.closing:
+            return
+        self.closing = True
+        asyncio.get_running_loop().create_task(self.ws.close(code, reason))
+
+
+class LocalRoom:
+    __slots__ = ("id", "conns", "batch", "like_delta", "likes", "online", "reported_online")
+
+    def __init__(self, room: RoomId) -> None:
+        self.id = room
+        self.conns: set[Conn] = set()
+        self.batch = RoomBatch()
+        self.like_delta = 0
+        self.likes: int | None = None
+        self.online: int | None = None
+        self.reported_online = -1
+
+
+class RoomHub:
+    def __init__(self, settings: Settings, counters: RoomCounters) -> None:
+        self.settings = settings
+        self.counters = counters
+        self.rooms: dict[RoomId, LocalRoom] = {}
+        self.on_room_empty: list = []  # callbacks(room_id), e.g. unsubscribe the reader
+        self.frames_written = 0
+        self.events_delivered = 0
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # -- connections -----------------------------------------------------------------------
+
+    @property
+    def connection_count(self) -> int:
+        return sum(len(r.conns) for r in self.rooms.values())
+
+    def attach(self, conn: Conn) -> LocalRoom:
+        room = self.rooms.get(conn.room)
+        if room is None:
+            room = self.rooms[conn.room] = LocalRoom(conn.room)
+        room.conns.add(conn)
+        return room
+
+    def detach(self, conn: Conn) -> None:
+        if conn.expiry_timer is not None:
+            conn.expiry_timer.cancel()
+        room = self.rooms.get(conn.room)
+        if room is not None:
+            room.conns.discard(conn)
+            # The room stays until the next counter sync has reported 0 for this gateway.
+
+    def go_live(self, conn: Conn, after: tuple[int, int]) -> None:
+        """End a connection's join: deliver what arrived during replay, then share frames."""
+        fresh = [e for e in conn.pending if stream_id_key(e["id"]) > after]
+        conn.pending = []
+        room = self.rooms[conn.room]
+        conn.send(fresh + room.batch.current_state())
+        conn.skip_until = stream_id_key(fresh[-1]["id"]) if fresh else after
+        conn.joining = False
+
+    # -- events in -------------------------------------------------------------------------
+
+    def on_events(self, room_id: RoomId, events: list[Event]) -> None:
+        """Room reader callback: history events for a room, in id order."""
+        room = self.rooms.get(room_id)
+        if room is not None:
+            room.batch.add_history(events)
+
+    def add_likes(self, room_id: RoomId, n: int) -> None:
+        room = self.rooms.get(room_id)
+        if room is not None:
+            room.like_delta += n
+
+    # -- ticks -----------------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Send every room's batch to its local connections (one encode per subprotocol)."""
+        for room in self.rooms.values():
+            if room.batch:
+                self._flush_room(room)
+
+    def _flush_room(self, room: LocalRoom) -> None:
+        history, state = room.batch.take()
+        events = history + state
+        frames: dict[Subprotocol, bytes] = {}
+        first = stream_id_key(history[0]["id"]) if history else None
+        last = stream_id_key(history[-1]["id"]) if history else None
+        pending_limit = self.settings.join_pending_limit
+        for conn in list(room.conns):
+            if conn.joining:
+                if history:
+                    conn.pending.extend(history)
+                    if len(conn.pending) > pending_limit:
+                        conn.close(CLOSE_SLOW_CONSUMER, "too far behind while joining")
+                continue
+            skip = conn.skip_until
+            if skip is not None and first is not None:
+                if first <= skip:
+                    # Replay already covered part of this batch: send this one the rest.
+                    if last is not None and last >= skip:
+                        conn.skip_until = None
+                    own = [e for e in history if stream_id_key(e["id"]) > skip] + state
+                    conn.send(own)
+                    continue
+                conn.skip_until = None
+            data = frames.get(conn.sp)
+            if data is None:
+                data = frames[conn.sp] = frame(events, conn.sp)
+            conn.write(data)
+            self.frames_written += 1
+            self.events_delivered += len(events)
+
+    async def _tick_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        tick = self.settings.tick_ms / 1000
+        next_at = loop.time() + tick
+        while True:
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
+            next_at = max(next_at + tick, loop.time())
+            try:
+                self.flush()
+            except Exception:
+                log.exception("tick flush failed")
+
+    async def _counter_loop(self) -> None:
+        s = self.settings
+        tick = s.tick_ms / 1000
+        interval = s.counter_interval_ms / 1000
+        last_full = 0.0
+        while True:
+            await asyncio.sleep(tick)
+            now = time.time()
+            full = now - last_full >= interval
+            try:
+                await self.sync_counters(full, now)
+                if full:
+                    last_full = now
+            except Exception as exc:  # Redis away: keep the deltas, try again next tick
+                log.warning("counter sync failed: %s", exc)
+                await asyncio.sleep(interval)
+
+    async def sync_counters(self, full: bool, now: float) -> None:
+        deltas: dict[RoomId, int] = {}
+        for room in self.rooms.values():
+            if room.like_delta or full:
+                deltas[room.id] = room.like_delta
+        online = {r.id: len(r.conns) for r in self.rooms.values()} if full else None
+        if not deltas and not online:
+            return
+        taken = {rid: d for rid, d in deltas.items()}
+        for rid in taken:
+            self.rooms[rid].like_delta -= taken[rid]
+        try:
+            totals = await self.counters.sync(taken, online, int(now * 1000))
+        except Exception:
+            for rid, d in taken.items():  # give the deltas back; nothing is lost
+                room = self.rooms.get(rid)
+                if room is not None:
+                    room.like_delta += d
+            raise
+        for rid, t in totals.items():
+            room = self.rooms.get(rid)
+            if room is None:
+                continue
+            if room.likes != t.likes:
+                room.likes = t.likes
+                room.batch.set_state("likes", {"type": "likes", "total": t.likes})
+            if t.online is not None:
+                room.reported_online = online[rid] if online else -1
+                if room.online != t.online:
+                    room.online = t.online
+                    room.batch.set_state("online", {"type": "online", "count": t.online})
+        # Rooms whose last local viewer left, and whose 0 has now been reported, go.
+        if online is not None:
+            for rid, count in online.items():
+                room = self.rooms.get(rid)
+                if room is not None and count == 0 and not room.conns and not room.like_delta:
+                    del self.rooms[rid]
+                    for cb in self.on_room_empty:
+                        cb(rid)
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._tick_loop(), name="hub-tick"),
+            loop.create_task(self._counter_loop(), name="hub-counters"),
+        ]
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            try:
+                await t
+            except (asyncio.CancelledError, Exception):
+                pass
+        self._tasks = []

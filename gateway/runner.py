@@ -1,0 +1,71 @@
+"""Runs the roles of one process (gateway, api, or all) until SIGTERM/SIGINT, then drains."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+
+import uvicorn
+
+from engine.settings import Settings
+from engine.store import connect
+from gateway.api import create_app
+from gateway.wsserver import Gateway
+
+log = logging.getLogger("liveroom")
+
+ROLES = ("all", "gateway", "api", "media")
+
+
+async def serve(
+    settings: Settings,
+    role: str = "all",
+    *,
+    on_ready: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Run ``role`` until a signal; SIGTERM drains the gateway (close 1001) within its timeout."""
+    redis = connect(settings.redis_url)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    gateway: Gateway | None = None
+    api: uvicorn.Server | None = None
+    api_task: asyncio.Task[None] | None = None
+    try:
+        if role in ("all", "gateway"):
+            gateway = Gateway(settings, redis)
+            await gateway.start()
+            log.info("gateway %s on ws://%s:%d", gateway.id, settings.host, gateway.port)
+        if role in ("all", "api"):
+            config = uvicorn.Config(
+                create_app(settings, redis), host=settings.host, port=settings.http_port,
+                log_level="warning", lifespan="off", access_log=False,
+            )
+            api = uvicorn.Server(config)
+            api.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+            api_task = loop.create_task(api.serve())
+            while not api.started:
+                if api_task.done():
+                    await api_task  # raises the bind error
+                    raise RuntimeError("HTTP API stopped while starting")
+                await asyncio.sleep(0.02)
+            log.info("api on http://%s:%d", settings.host, settings.http_port)
+        print("ready", flush=True)
+        if on_ready is not None:
+            await on_ready()
+        await stop.wait()
+        log.info("stopping")
+    finally:
+        if gateway is not None:
+            await gateway.drain()
+        if api is not None and api_task is not None:
+            api.should_exit = True
+            try:
+                await asyncio.wait_for(api_task, 5)
+            except (TimeoutError, asyncio.CancelledError):
+                pass
+        await redis.aclose()

@@ -1,0 +1,318 @@
+"""The WebSocket gateway (PROTOCOL.md §4) on ``websockets``.
+
+Auth happens before the upgrade (``process_request``): a refused client gets an HTTP status and
+the JSON error body of §3, never a WebSocket. An accepted connection gets ``welcome`` (and the
+history it missed, when it resumes), then shares its room's tick frames with every other local
+viewer. Ops are parsed by ``engine.ops`` and answered on this connection only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http
+import logging
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from urllib.parse import parse_qs, urlsplit
+
+from redis.asyncio import Redis
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from engine import ops
+from engine.access import AccessDecision, EntitlementCheck
+from engine.bus import RoomBus, RoomReader
+from engine.codec import SUBPROTOCOLS, decode_message, dumps_json, encode, negotiate
+from engine.counters import RoomCounters
+from engine.errors import (
+    BadRequest, Empty, LiveroomError, NotFound, RateLimited, TooLong, Unavailable,
+)
+from engine.ids import Cursor, RoomId, is_valid_id, stream_id_key
+from engine.rooms import Room, RoomStore
+from engine.settings import Settings
+from engine.store import connect
+from engine.tokens import Identity, verify
+from gateway.hub import CLOSE_TOKEN_EXPIRED, Conn, LocalRoom, RoomHub
+
+log = logging.getLogger("liveroom.gateway")
+
+PATH_PREFIX = "/ws/rooms/"
+
+
+@dataclass(frozen=True, slots=True)
+class JoinRequest:
+    identity: Identity
+    room: Room
+    since: Cursor | None
+    decision: AccessDecision
+
+
+def error_response(exc: LiveroomError) -> Response:
+    status = http.HTTPStatus(exc.status)
+    body = dumps_json({"error": exc.code, "message": exc.message}).encode()
+    headers = Headers()
+    headers["Content-Type"] = "application/json"
+    headers["Content-Length"] = str(len(body))
+    headers["Connection"] = "close"
+    return Response(status.value, status.phrase, headers, body)
+
+
+def bearer(request: Request, query: dict[str, list[str]]) -> str | None:
+    auth = request.headers.get("Authorization")
+    if auth and auth.lower().startswith("bearer "):
+        return auth[7:].strip()
+    values = query.get("token")
+    return values[0] if values else None
+
+
+class Gateway:
+    """One gateway process: the WebSocket server, its room hub and its one room reader."""
+
+    def __init__(self, settings: Settings, redis: Redis, *, gateway_id: str | None = None) -> None:
+        self.settings = settings
+        self.redis = redis
+        self.id = gateway_id or uuid.uuid4().hex[:12]
+        self.rooms = RoomStore(redis)
+        self.bus = RoomBus(redis, settings)
+        self.access = EntitlementCheck(redis)
+        self.counters = RoomCounters(redis, self.id, settings.online_ttl_ms)
+        self.hub = RoomHub(settings, self.counters)
+        # The reader's XREAD BLOCK holds a connection; it gets a client of its own.
+        self._reader_redis = connect(settings.redis_url, socket_timeout=None, max_connections=4)
+        self.reader = RoomReader(self._reader_redis, redis, self.id, self.hub.on_events, settings)
+        self.hub.on_room_empty.append(self.reader.unsubscribe)
+        self.server: Server | None = None
+        self.draining = False
+        self._joins: dict[ServerConnection, JoinRequest] = {}
+        self._user_conns: Counter[tuple[RoomId, str]] = Counter()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self, sock: object | None = None) -> None:
+        s = self.settings
+        kwargs: dict[str, object] = dict(
+            process_request=self.process_request,
+            select_subprotocol=self.select_subprotocol,
+            compression=None,
+            max_size=s.max_message_bytes,
+            close_timeout=s.close_timeout_s,
+            max_queue=16,
+            ping_interval=20,
+            ping_timeout=20,
+        )
+        if sock is not None:
+            self.server = await serve(self.handler, sock=sock, **kwargs)
+        else:
+            self.server = await serve(self.handler, s.host, s.ws_port, **kwargs)
+        self.reader.start()
+        self.hub.start()
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        return self.server.sockets[0].getsockname()[1]
+
+    async def drain(self) -> None:
+        """Refuse new clients, close every client with 1001, stop within the drain timeout."""
+        self.draining = True
+        if self.server is not None:
+            self.hub.flush()  # whatever this tick holds still goes out before the close
+            self.server.close(close_connections=True)
+            try:
+                await asyncio.wait_for(self.server.wait_closed(), self.settings.drain_timeout_s)
+            except TimeoutError:
+                log.warning("drain: clients still open after %.1fs", self.settings.drain_timeout_s)
+        await self.stop()
+
+    async def stop(self) -> None:
+        await self.hub.stop()
+        await self.reader.stop()
+        # Report zero for every room so other gateways' online totals drop at once.
+        try:
+            await self.counters.sync({}, {rid: 0 for rid in self.hub.rooms}, int(time.time() * 1000))
+        except Exception:
+            pass
+        await self._reader_redis.aclose()
+
+    # -- handshake -------------------------------------------------------------------------
+
+    def select_subprotocol(self, conn: ServerConnection, offered: list[str]) -> str | None:
+        for name in offered:
+            if name in (sp.value for sp in SUBPROTOCOLS):
+                return name
+        return None
+
+    async def process_request(self, conn: ServerConnection, request: Request) -> Response | None:
+        try:
+            self._joins[conn] = await self._admit(request)
+            return None
+        except LiveroomError as exc:
+            return error_response(exc)
+        except Exception:
+            log.exception("handshake failed")
+            return error_response(Unavailable("the gateway cannot reach its state"))
+
+    async def _admit(self, request: Request) -> JoinRequest:
+        s = self.settings
+        if self.draining:
+            raise Unavailable("the gateway is draining; try another or retry shortly")
+        if self.hub.connection_count + len(self._joins) >= s.max_connections:
+            raise Unavailable("the gateway is over capacity")
+        url = urlsplit(request.path)
+        if not url.path.startswith(PATH_PREFIX):
+            raise NotFound("WebSocket endpoint is /ws/rooms/{room}")
+        rid = url.path[len(PATH_PREFIX):]
+        query = parse_qs(url.query)
+        identity = verify(s.secret, bearer(request, query), leeway_s=s.token_leeway_s)
+        if not is_valid_id(rid):
+            raise NotFound(f"no room {rid[:64]!r}")
+        since = None
+        if query.get("since"):
+            since = Cursor.parse(query["since"][0])
+        room = await self.rooms.get(RoomId(rid))
+        decision = await self.access.check(room, identity, now=time.time())
+        if self._user_conns[(room.id, identity.user)] >= s.max_conns_per_user:
+            raise RateLimited(f"at most {s.max_conns_per_user} connections per user per room")
+        return JoinRequest(identity, room, since, decision)
+
+    # -- connection ------------------------------------------------------------------------
+
+    async def handler(self, ws: ServerConnection) -> None:
+        join = self._joins.pop(ws, None)
+        if join is None:  # pragma: no cover - websockets only calls us after process_request
+            await ws.close(1011, "no join state")
+            return
+        now = time.time()
+        sp = negotiate([ws.subprotocol] if ws.subprotocol else [])
+        conn = Conn(ws, join.identity, join.room.id, sp, join.decision.kind, self.settings, now)
+        key = (join.room.id, join.identity.user)
+        self._user_conns[key] += 1
+        local = self.hub.attach(conn)
+        loop = asyncio.get_running_loop()
+        conn.expiry_timer = loop.call_later(
+            max(0.0, join.identity.exp - now),
+            conn.close, CLOSE_TOKEN_EXPIRED, "token expired: reconnect with a fresh token and since",
+        )
+        try:
+            await self._join(conn, local, join)
+            await self._serve(conn)
+        except ConnectionClosed:
+            pass
+        finally:
+            self.hub.detach(conn)
+            self._user_conns[key] -= 1
+            if self._user_conns[key] <= 0:
+                del self._user_conns[key]
+
+    async def _join(self, conn: Conn, local: LocalRoom, join: JoinRequest) -> None:
+        room = join.room
+        head = await self.bus.head(room.id)
+        self.reader.subscribe(room.id, head.last_id)
+        recovered = (
+            join.since is not None
+            and join.since.epoch == room.epoch
+            and head.can_resume_after(join.since.id)
+        )
+        likes, online = local.likes, local.online
+        if likes is None or online is None or local.reported_online < 0:
+            likes, online = await self.counters.snapshot(
+                room.id, int(time.time() * 1000), exclude_self=True)
+        else:
+            online -= local.reported_online  # other gateways' share, as last reported
+        online += len(local.conns)
+        welcome = {
+            "type": "welcome",
+            "user": conn.identity.public(),
+            "room": {
+                "id": room.id,
+                "title": room.title,
+                "status": room.status.value,
+                "online": online,
+                "likes": likes,
+                "sale": None,
+                "lottery": None,
+            },
+            "access": join.decision.kind,
+            "preview_ends_at": join.decision.preview_ends_at,
+            "epoch": room.epoch,
+            "last_id": head.last_id,
+            "recovered": recovered,
+        }
+        ws = conn.ws
+        after = join.since.id if recovered and join.since else head.last_id
+        first: list = [welcome]
+        chunk = self.settings.replay_chunk
+        if recovered:
+            # Replay with flow control (await send): a long catch-up must not trip 4408.
+            while True:
+                events = await self.bus.after(room.id, after, chunk)
+                if events:
+                    after = events[-1]["id"]
+                await ws.send(encode(first + events, conn.sp), text=not conn.sp.binary)
+                first = []
+                if len(events) < chunk:
+                    break
+        else:
+            await ws.send(encode(first, conn.sp), text=not conn.sp.binary)
+        self.hub.go_live(conn, stream_id_key(after))
+
+    async def _serve(self, conn: Conn) -> None:
+        s = self.settings
+        async for message in conn.ws:
+            now = time.time()
+            ref = None
+            try:
+                value = decode_message(message, max_bytes=s.max_message_bytes,
+                                       max_depth=s.max_depth)
+                ref = ops.ref_of(value)
+                op = ops.parse_op(value)
+                reply = await self._handle(conn, op, now)
+                if reply is not None:
+                    conn.send([reply])
+            except LiveroomError as exc:
+                err = {"type": "error", "code": exc.code, "message": exc.message}
+                if ref is not None:
+                    err["ref"] = ref
+                conn.send([err])
+                if exc.code == BadRequest.code and conn.bad.hit(now):
+                    await conn.ws.close(1008, "too many bad messages")
+                    return
+
+    async def _handle(self, conn: Conn, op: ops.Op, now: float) -> dict | None:
+        if isinstance(op, ops.Like):
+            got = conn.like_bucket.take_up_to(now, op.count)
+            if got:
+                self.hub.add_likes(conn.room, got)
+            return None
+        if isinstance(op, ops.Danmaku):
+            return await self._danmaku(conn, op, now)
+        if isinstance(op, ops.Ping):
+            return {"type": "ack", "ref": op.ref, "ts": now}
+        if isinstance(op, ops.Buy):
+            raise LiveroomError(f"no open sale {op.sale[:64]!r}", code="not_open")
+        if isinstance(op, ops.Enter):
+            raise LiveroomError(f"no open lottery {op.lottery[:64]!r}", code="closed")
+        raise BadRequest("unsupported op")  # pragma: no cover
+
+    async def _danmaku(self, conn: Conn, op: ops.Danmaku, now: float) -> dict:
+        text = op.text.strip()
+        if not text:
+            raise Empty("danmaku text is empty")
+        if len(text) > self.settings.danmaku_max_chars:
+            raise TooLong(f"danmaku longer than {self.settings.danmaku_max_chars} characters")
+        if not conn.access_allows_chat():
+            raise LiveroomError("preview viewers may not chat", code="not_entitled")
+        if not conn.danmaku_bucket.take(now):
+            raise RateLimited("sending danmaku too fast")
+        event = {
+            "type": "danmaku",
+            "user": {"id": conn.identity.user, "name": conn.identity.name},
+            "text": text,
+            "ts": now,
+        }
+        event_id = await self.bus.publish(conn.room, event)
+        return {"type": "ack", "ref": op.ref, "id": event_id}
