@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from redis.asyncio import Redis
+
+from gateway.redis_server import RedisServer
+from tests.support import Api, Proc
+
+
+@pytest.fixture(scope="session")
+def tmp_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("liveroom")
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_root: Path) -> Iterator[RedisServer]:
+    """One private redis-server for the session (tests use unique room ids, never flush)."""
+    server = RedisServer(tmp_root / "redis", appendonly=False).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_server: RedisServer) -> str:
+    return redis_server.url
+
+
+@pytest_asyncio.fixture
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    client = Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture(scope="session")
+def api_proc(redis_url: str, tmp_root: Path) -> Iterator[Proc]:
+    p = Proc(redis_url, "api", tmp_root)
+    yield p
+    p.stop()
+
+
+@pytest.fixture(scope="session")
+def api(api_proc: Proc) -> Api:
+    return Api(api_proc.http_url)
+
+
+@pytest.fixture(scope="session")
+def gateways(redis_url: str, tmp_root: Path) -> Iterator[list[Proc]]:
+    """Two gateway processes on one Redis, shared by tests that do not kill them."""
+    procs = [Proc(redis_url, "gateway", tmp_root) for _ in range(2)]
+    yield procs
+    for p in procs:
+        p.stop()
+
+
+@pytest.fixture
+def spawn(redis_url: str, tmp_root: Path) -> Iterator[Callable[..., Proc]]:
+    """Start gateways a test may kill; all are stopped afterwards."""
+    started: list[Proc] = []
+
+    def start(role: str = "gateway", **kwargs: object) -> Proc:
+        p = Proc(redis_url, role, tmp_root, **kwargs)  # type: ignore[arg-type]
+        started.append(p)
+        return p
+
+    yield start
+    for p in started:
+        p.stop()
