@@ -71,7 +71,6 @@ def decode_message(data: bytes | str, *, max_bytes: int = 64 * 1024, max_depth: 
                 data,
                 raw=False,
                 strict_map_key=True,
-                max_buffer_size=max_bytes,
                 max_str_len=max_bytes,
                 max_bin_len=max_bytes,
                 max_array_len=4096,

@@ -47,6 +47,8 @@ class Settings:
     """Deepest nesting accepted in an incoming message."""
     send_buffer_limit: int = 1024 * 1024
     """Unsent bytes a connection may hold before it is closed with 4408."""
+    socket_send_buffer: int = 256 * 1024
+    """SO_SNDBUF of each viewer socket: bounds kernel memory per viewer (0 keeps autotuning)."""
     max_connections: int = 15_000
     """Connections one gateway process accepts before answering 503."""
     max_conns_per_user: int = 5

@@ -41,6 +41,9 @@ def _run(coro: object) -> None:
 
 def cmd_token(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
+    if settings.secret == DEV_SECRET:
+        print("liveroom: LIVEROOM_SECRET is not set; signing with the development secret",
+              file=sys.stderr)
     rooms = [r for r in (args.rooms or "").split(",") if r]
     print(issue(settings.secret, args.user, args.role, ttl_s=args.ttl, name=args.name,
                 rooms=rooms or None))

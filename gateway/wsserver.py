@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import http
 import logging
+import socket
 import time
 import uuid
 from collections import Counter
@@ -147,6 +148,12 @@ class Gateway:
         return None
 
     async def process_request(self, conn: ServerConnection, request: Request) -> Response | None:
+        if self.settings.socket_send_buffer:
+            # Without a cap, Linux autotunes a socket's send buffer up to 4 MB: a stalled
+            # viewer would pin that much kernel memory before our own 4408 limit even sees it.
+            sock = conn.transport.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.settings.socket_send_buffer)
         try:
             self._joins[conn] = await self._admit(request)
             return None
