@@ -13,16 +13,16 @@ UserId = NewType("UserId", str)
 RoomId = NewType("RoomId", str)
 EventId = NewType("EventId", str)
 
-_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-_EPOCH_RE = re.compile(r"^[a-z0-9]{1,32}$")
-_STREAM_ID_RE = re.compile(r"^(\d{1,20})-(\d{1,20})$")
+_ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_EPOCH_RE = re.compile(r"[a-z0-9]{1,32}")
+_STREAM_ID_RE = re.compile(r"(\d{1,20})-(\d{1,20})")
 
 ZERO_ID = EventId("0-0")
 _EPOCH_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
 
 
 def is_valid_id(value: object) -> bool:
-    return isinstance(value, str) and _ID_RE.match(value) is not None
+    return isinstance(value, str) and _ID_RE.fullmatch(value) is not None
 
 
 def room_id(value: str) -> RoomId:
@@ -47,7 +47,7 @@ def new_room_id() -> RoomId:
 
 
 def parse_stream_id(value: str) -> tuple[int, int]:
-    m = _STREAM_ID_RE.match(value)
+    m = _STREAM_ID_RE.fullmatch(value)
     if m is None:
         raise BadRequest(f"not a history id: {value!r}")
     return int(m.group(1)), int(m.group(2))
@@ -68,7 +68,7 @@ class Cursor:
     @classmethod
     def parse(cls, text: str) -> Cursor:
         epoch, sep, sid = text.partition(":")
-        if not sep or _EPOCH_RE.match(epoch) is None:
+        if not sep or _EPOCH_RE.fullmatch(epoch) is None:
             raise BadRequest("since must be <epoch>:<id>")
         parse_stream_id(sid)
         return cls(epoch, EventId(sid))

@@ -18,6 +18,7 @@ from collections import Counter
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.asyncio import Redis
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
@@ -37,6 +38,7 @@ from engine.rooms import Room, RoomStore
 from engine.settings import Settings
 from engine.store import connect
 from engine.tokens import Identity, verify
+from gateway import metrics
 from gateway.hub import CLOSE_TOKEN_EXPIRED, Conn, LocalRoom, RoomHub
 
 log = logging.getLogger("liveroom.gateway")
@@ -90,6 +92,7 @@ class Gateway:
         self.draining = False
         self._joins: dict[ServerConnection, JoinRequest] = {}
         self._user_conns: Counter[tuple[RoomId, str]] = Counter()
+        metrics.watch(self)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -148,6 +151,8 @@ class Gateway:
         return None
 
     async def process_request(self, conn: ServerConnection, request: Request) -> Response | None:
+        if request.path in ("/metrics", "/healthz"):
+            return await self._plain_http(request.path)
         if self.settings.socket_send_buffer:
             # Without a cap, Linux autotunes a socket's send buffer up to 4 MB: a stalled
             # viewer would pin that much kernel memory before our own 4408 limit even sees it.
@@ -162,6 +167,24 @@ class Gateway:
         except Exception:
             log.exception("handshake failed")
             return error_response(Unavailable("the gateway cannot reach its state"))
+
+    async def _plain_http(self, path: str) -> Response:
+        """The gateway port also answers `/metrics` and `/healthz` (for probes and scrapers)."""
+        if path == "/metrics":
+            body = generate_latest()
+            status, ctype = 200, CONTENT_TYPE_LATEST
+        else:
+            try:
+                await self.redis.ping()
+                body, status = b'{"status":"ok"}', 200
+            except Exception:
+                return error_response(Unavailable("redis unreachable"))
+            ctype = "application/json"
+        headers = Headers()
+        headers["Content-Type"] = ctype
+        headers["Content-Length"] = str(len(body))
+        headers["Connection"] = "close"
+        return Response(status, http.HTTPStatus(status).phrase, headers, body)
 
     async def _admit(self, request: Request) -> JoinRequest:
         s = self.settings

@@ -70,3 +70,24 @@ async def test_config_health_metrics_and_openapi(api: Api) -> None:
                      "/api/rooms/{room}/end", "/api/config", "/healthz"):
             assert path in spec["paths"], path
         assert "RoomIn" in spec["components"]["schemas"]
+
+
+async def test_gateway_port_answers_metrics_and_health(gateways: list[Proc]) -> None:
+    import httpx
+
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{gateways[0].ws_port}") as c:
+        m = await c.get("/metrics")
+        assert m.status_code == 200 and "liveroom_gateway_connections" in m.text
+        h = await c.get("/healthz")
+        assert h.status_code == 200 and h.json() == {"status": "ok"}
+
+
+async def test_healthz_is_503_when_redis_is_unreachable(spawn) -> None:
+    import httpx
+
+    from gateway.redis_server import free_port
+
+    dead = spawn("api", args=["--redis-url", f"redis://127.0.0.1:{free_port()}/0"])
+    async with httpx.AsyncClient(base_url=dead.http_url, timeout=30) as c:
+        r = await c.get("/healthz")
+    assert r.status_code == 503 and r.json()["error"] == "unavailable"

@@ -1,0 +1,1 @@
+"""WebRTC media (WHEP egress, WHIP ingest) with aiortc: not built yet (see the [media] issue)."""
