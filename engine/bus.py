@@ -64,8 +64,12 @@ class RoomBus:
         s = self.settings
         raw = await self._publish(
             keys=[keys.events(room)],
-            args=[pack_stored(event), s.history_keep_events, s.history_keep_seconds,
-                  s.history_hard_cap],
+            args=[
+                pack_stored(event),
+                s.history_keep_events,
+                s.history_keep_seconds,
+                s.history_hard_cap,
+            ],
         )
         return EventId(raw.decode() if isinstance(raw, bytes) else raw)
 

@@ -8,7 +8,7 @@ the project calls ``msgpack`` or ``json`` on wire data.
 from __future__ import annotations
 
 import json
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 import msgpack
@@ -18,7 +18,7 @@ from engine.errors import BadRequest
 Event = dict[str, Any]
 
 
-class Subprotocol(str, Enum):
+class Subprotocol(StrEnum):
     MSGPACK = "liveroom.v1.msgpack"
     JSON = "liveroom.v1.json"
 
@@ -77,8 +77,14 @@ def decode_message(data: bytes | str, *, max_bytes: int = 64 * 1024, max_depth: 
                 max_map_len=256,
                 max_ext_len=0,
             )
-    except (ValueError, TypeError, RecursionError, msgpack.ExtraData, msgpack.FormatError,
-            msgpack.StackError) as exc:
+    except (
+        ValueError,
+        TypeError,
+        RecursionError,
+        msgpack.ExtraData,
+        msgpack.FormatError,
+        msgpack.StackError,
+    ) as exc:
         raise BadRequest(f"undecodable message: {exc.__class__.__name__}") from None
     if _depth(value, max_depth) > max_depth:
         raise BadRequest(f"message nested deeper than {max_depth}")

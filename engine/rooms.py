@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, replace
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from redis.asyncio import Redis
@@ -18,7 +18,7 @@ TIERS = ("normal", "senior", "vip")
 MAX_TITLE_CHARS = 200
 
 
-class RoomStatus(str, Enum):
+class RoomStatus(StrEnum):
     SCHEDULED = "scheduled"
     LIVE = "live"
     ENDED = "ended"

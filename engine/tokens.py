@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 import jwt
 
@@ -14,7 +14,7 @@ from engine.ids import RoomId, UserId, is_valid_id
 ALGORITHMS = ["HS256"]  # never taken from the token header
 
 
-class Role(str, Enum):
+class Role(StrEnum):
     VIEWER = "viewer"
     HOST = "host"
     ADMIN = "admin"

@@ -42,11 +42,21 @@ def _run(coro: object) -> None:
 def cmd_token(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     if settings.secret == DEV_SECRET:
-        print("liveroom: LIVEROOM_SECRET is not set; signing with the development secret",
-              file=sys.stderr)
+        print(
+            "liveroom: LIVEROOM_SECRET is not set; signing with the development secret",
+            file=sys.stderr,
+        )
     rooms = [r for r in (args.rooms or "").split(",") if r]
-    print(issue(settings.secret, args.user, args.role, ttl_s=args.ttl, name=args.name,
-                rooms=rooms or None))
+    print(
+        issue(
+            settings.secret,
+            args.user,
+            args.role,
+            ttl_s=args.ttl,
+            name=args.name,
+            rooms=rooms or None,
+        )
+    )
     return 0
 
 
@@ -54,8 +64,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from gateway.runner import serve
 
     if args.role == "media":
-        print("liveroom: the media role is not built yet (WHEP/WHIP); run gateway and api",
-              file=sys.stderr)
+        print(
+            "liveroom: the media role is not built yet (WHEP/WHIP); run gateway and api",
+            file=sys.stderr,
+        )
         return 2
     settings = _settings(args).check()
     _run(serve(settings, args.role))
@@ -81,7 +93,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         store = RoomStore(redis)
         try:
             await store.create(
-                NewRoom(DEMO_ROOM, "liveroom demo", Access(), {"source": "pattern"}), "host")
+                NewRoom(DEMO_ROOM, "liveroom demo", Access(), {"source": "pattern"}), "host"
+            )
         except Conflict:
             pass
         room = await store.get(DEMO_ROOM)
@@ -93,7 +106,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         http = f"http://{settings.host}:{settings.http_port}"
         ws = f"ws://{settings.host}:{settings.ws_port}"
         print(
-            "\nliveroom is up" + (" (dev mode: default token secret)" if settings.dev else "")
+            "\nliveroom is up"
+            + (" (dev mode: default token secret)" if settings.dev else "")
             + f"\n  redis          {settings.redis_url}"
             + f"\n  web player     {http}/rooms/demo?token={viewer}"
             + f"\n  host console   {http}/host/demo?token={host}"

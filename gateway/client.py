@@ -186,7 +186,12 @@ class LiveroomClient:
                 pass
             code = self._ws.close_code
             self.close_codes.append(code)
-            if self._closed or not self.resume or code not in RESUMABLE_CLOSE_CODES and code is not None:
+            if (
+                self._closed
+                or not self.resume
+                or code not in RESUMABLE_CLOSE_CODES
+                and code is not None
+            ):
                 self._queue.put_nowait(ConnectionClosedByServer(code, self._ws.close_reason))
                 return
             while True:

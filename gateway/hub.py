@@ -44,8 +44,21 @@ class Conn:
     """One viewer's WebSocket connection, as the hub sees it."""
 
     __slots__ = (
-        "ws", "transport", "identity", "room", "sp", "access", "limit", "joining", "pending",
-        "skip_until", "closing", "danmaku_bucket", "like_bucket", "bad", "expiry_timer",
+        "ws",
+        "transport",
+        "identity",
+        "room",
+        "sp",
+        "access",
+        "limit",
+        "joining",
+        "pending",
+        "skip_until",
+        "closing",
+        "danmaku_bucket",
+        "like_bucket",
+        "bad",
+        "expiry_timer",
     )
 
     def __init__(

@@ -22,8 +22,9 @@ class _GatewayCollector:
         conns = GaugeMetricFamily("liveroom_gateway_connections", "open viewer connections")
         rooms = GaugeMetricFamily("liveroom_gateway_rooms", "rooms with local viewers")
         frames = CounterMetricFamily("liveroom_gateway_frames", "shared tick frames written")
-        events = CounterMetricFamily("liveroom_gateway_events_delivered",
-                                     "events delivered in shared tick frames")
+        events = CounterMetricFamily(
+            "liveroom_gateway_events_delivered", "events delivered in shared tick frames"
+        )
         reads = CounterMetricFamily("liveroom_gateway_stream_reads", "XREAD calls of the reader")
         conns.add_metric([], sum(g.hub.connection_count for g in self.gateways))
         rooms.add_metric([], sum(len(g.hub.rooms) for g in self.gateways))

@@ -45,11 +45,27 @@ class RedisServer:
             raise RuntimeError("redis-server not found: apt-get install redis-server")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         args = [
-            exe, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data_dir),
-            "--save", "", "--daemonize", "no", "--protected-mode", "yes",
-            "--appendonly", "yes" if self.appendonly else "no",
-            "--appendfsync", self.fsync, "--logfile", str(self.data_dir / "redis.log"),
-            "--maxclients", "10000",
+            exe,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.data_dir),
+            "--save",
+            "",
+            "--daemonize",
+            "no",
+            "--protected-mode",
+            "yes",
+            "--appendonly",
+            "yes" if self.appendonly else "no",
+            "--appendfsync",
+            self.fsync,
+            "--logfile",
+            str(self.data_dir / "redis.log"),
+            "--maxclients",
+            "10000",
         ]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout

@@ -42,8 +42,12 @@ async def serve(
             log.info("gateway %s on ws://%s:%d", gateway.id, settings.host, gateway.port)
         if role in ("all", "api"):
             config = uvicorn.Config(
-                create_app(settings, redis), host=settings.host, port=settings.http_port,
-                log_level="warning", lifespan="off", access_log=False,
+                create_app(settings, redis),
+                host=settings.host,
+                port=settings.http_port,
+                log_level="warning",
+                lifespan="off",
+                access_log=False,
             )
             api = uvicorn.Server(config)
             api.install_signal_handlers = lambda: None  # type: ignore[method-assign]

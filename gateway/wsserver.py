@@ -31,7 +31,13 @@ from engine.bus import RoomBus, RoomReader
 from engine.codec import SUBPROTOCOLS, decode_message, dumps_json, encode, negotiate
 from engine.counters import RoomCounters
 from engine.errors import (
-    BadRequest, Empty, LiveroomError, NotFound, RateLimited, TooLong, Unavailable,
+    BadRequest,
+    Empty,
+    LiveroomError,
+    NotFound,
+    RateLimited,
+    TooLong,
+    Unavailable,
 )
 from engine.ids import Cursor, RoomId, is_valid_id, stream_id_key
 from engine.rooms import Room, RoomStore
@@ -137,7 +143,9 @@ class Gateway:
         await self.reader.stop()
         # Report zero for every room so other gateways' online totals drop at once.
         try:
-            await self.counters.sync({}, {rid: 0 for rid in self.hub.rooms}, int(time.time() * 1000))
+            await self.counters.sync(
+                {}, {rid: 0 for rid in self.hub.rooms}, int(time.time() * 1000)
+            )
         except Exception:
             pass
         await self._reader_redis.aclose()
@@ -158,7 +166,9 @@ class Gateway:
             # viewer would pin that much kernel memory before our own 4408 limit even sees it.
             sock = conn.transport.get_extra_info("socket")
             if sock is not None:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.settings.socket_send_buffer)
+                sock.setsockopt(
+                    socket.SOL_SOCKET, socket.SO_SNDBUF, self.settings.socket_send_buffer
+                )
         try:
             self._joins[conn] = await self._admit(request)
             return None
@@ -195,7 +205,7 @@ class Gateway:
         url = urlsplit(request.path)
         if not url.path.startswith(PATH_PREFIX):
             raise NotFound("WebSocket endpoint is /ws/rooms/{room}")
-        rid = url.path[len(PATH_PREFIX):]
+        rid = url.path[len(PATH_PREFIX) :]
         query = parse_qs(url.query)
         identity = verify(s.secret, bearer(request, query), leeway_s=s.token_leeway_s)
         if not is_valid_id(rid):
@@ -225,7 +235,9 @@ class Gateway:
         loop = asyncio.get_running_loop()
         conn.expiry_timer = loop.call_later(
             max(0.0, join.identity.exp - now),
-            conn.close, CLOSE_TOKEN_EXPIRED, "token expired: reconnect with a fresh token and since",
+            conn.close,
+            CLOSE_TOKEN_EXPIRED,
+            "token expired: reconnect with a fresh token and since",
         )
         try:
             await self._join(conn, local, join)
@@ -250,7 +262,8 @@ class Gateway:
         likes, online = local.likes, local.online
         if likes is None or online is None or local.reported_online < 0:
             likes, online = await self.counters.snapshot(
-                room.id, int(time.time() * 1000), exclude_self=True)
+                room.id, int(time.time() * 1000), exclude_self=True
+            )
         else:
             online -= local.reported_online  # other gateways' share, as last reported
         online += len(local.conns)
@@ -296,8 +309,9 @@ class Gateway:
             now = time.time()
             ref = None
             try:
-                value = decode_message(message, max_bytes=s.max_message_bytes,
-                                       max_depth=s.max_depth)
+                value = decode_message(
+                    message, max_bytes=s.max_message_bytes, max_depth=s.max_depth
+                )
                 ref = ops.ref_of(value)
                 op = ops.parse_op(value)
                 reply = await self._handle(conn, op, now)

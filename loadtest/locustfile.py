@@ -37,8 +37,11 @@ class Viewer(User):
         self.user_id = f"locust-{os.getpid()}-{next(_ids)}"
         tok = issue(Settings.from_env().secret, self.user_id, "viewer", ttl_s=3600)
         t0 = time.perf_counter()
-        self.ws = connect(f"{self.host}/ws/rooms/{self.room}?token={tok}",
-                          subprotocols=[Subprotocol.MSGPACK.value], compression=None)  # type: ignore[list-item]
+        self.ws = connect(
+            f"{self.host}/ws/rooms/{self.room}?token={tok}",
+            subprotocols=[Subprotocol.MSGPACK.value],
+            compression=None,
+        )  # type: ignore[list-item]
         welcome = decode_events(self.ws.recv())[0]
         self._fire("ws connect", t0, ok=welcome.get("type") == "welcome")
         self.pending: dict[str, float] = {}
@@ -46,8 +49,12 @@ class Viewer(User):
 
     def _fire(self, name: str, t0: float, *, ok: bool = True, length: int = 0) -> None:
         events.request.fire(
-            request_type="WS", name=name, response_time=(time.perf_counter() - t0) * 1000,
-            response_length=length, exception=None if ok else RuntimeError(name), context={},
+            request_type="WS",
+            name=name,
+            response_time=(time.perf_counter() - t0) * 1000,
+            response_length=length,
+            exception=None if ok else RuntimeError(name),
+            context={},
         )
 
     def _read(self) -> None:
@@ -57,10 +64,14 @@ class Viewer(User):
                 for ev in decode_events(message):
                     kind = ev.get("type")
                     if kind == "danmaku" and "ts" in ev:
-                        events.request.fire(request_type="WS", name="danmaku deliver",
-                                            response_time=(now - ev["ts"]) * 1000,
-                                            response_length=len(message), exception=None,
-                                            context={})
+                        events.request.fire(
+                            request_type="WS",
+                            name="danmaku deliver",
+                            response_time=(now - ev["ts"]) * 1000,
+                            response_length=len(message),
+                            exception=None,
+                            context={},
+                        )
                     elif kind in ("ack", "error") and ev.get("ref") in self.pending:
                         t0 = self.pending.pop(ev["ref"])
                         self._fire("danmaku ack", t0, ok=kind == "ack")
@@ -79,8 +90,9 @@ class Viewer(User):
     def danmaku(self) -> None:
         ref = f"{self.user_id}-{next(_ids)}"
         self.pending[ref] = time.perf_counter()
-        self._send({"op": "danmaku", "text": random.choice(["666", "hello", "好!", "❤️"]),
-                    "ref": ref})
+        self._send(
+            {"op": "danmaku", "text": random.choice(["666", "hello", "好!", "❤️"]), "ref": ref}
+        )
 
     def on_stop(self) -> None:
         self.ws.close()

@@ -22,8 +22,14 @@ from gateway.redis_server import free_port
 SECRET = "test-secret-0123456789abcdef0123456789"
 
 
-def token(user: str, role: str = "viewer", *, ttl: int = 3600, rooms: list[str] | None = None,
-          name: str | None = None) -> str:
+def token(
+    user: str,
+    role: str = "viewer",
+    *,
+    ttl: int = 3600,
+    rooms: list[str] | None = None,
+    name: str | None = None,
+) -> str:
     return issue(SECRET, user, role, ttl_s=ttl, rooms=rooms, name=name)
 
 
@@ -33,19 +39,40 @@ ADMIN = token("admin", "admin", ttl=86400)
 class Proc:
     """One `liveroom serve` process."""
 
-    def __init__(self, redis_url: str, role: str, log_dir: Path, *, env: dict[str, str] | None = None,
-                 args: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        redis_url: str,
+        role: str,
+        log_dir: Path,
+        *,
+        env: dict[str, str] | None = None,
+        args: list[str] | None = None,
+    ) -> None:
         self.role = role
         self.ws_port = free_port()
         self.http_port = free_port()
         self.log_path = log_dir / f"{role}-{self.ws_port}.log"
         cmd = [
-            sys.executable, "-m", "gateway.cli", "serve", "--role", role,
-            "--redis-url", redis_url, "--ws-port", str(self.ws_port),
-            "--http-port", str(self.http_port), *(args or []),
+            sys.executable,
+            "-m",
+            "gateway.cli",
+            "serve",
+            "--role",
+            role,
+            "--redis-url",
+            redis_url,
+            "--ws-port",
+            str(self.ws_port),
+            "--http-port",
+            str(self.http_port),
+            *(args or []),
         ]
-        full_env = {**os.environ, "LIVEROOM_SECRET": SECRET, "LIVEROOM_LOG_LEVEL": "WARNING",
-                    **(env or {})}
+        full_env = {
+            **os.environ,
+            "LIVEROOM_SECRET": SECRET,
+            "LIVEROOM_LOG_LEVEL": "WARNING",
+            **(env or {}),
+        }
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(cmd, env=full_env, stdout=subprocess.PIPE, stderr=self.log)
         self._wait_ready()
@@ -109,8 +136,9 @@ class Api:
         headers = {"Authorization": f"Bearer {tok}"} if tok else {}
         return httpx.AsyncClient(base_url=self.base_url, headers=headers, timeout=10)
 
-    async def create_room(self, room: str, *, title: str = "test room", access: dict | None = None,
-                          tok: str = ADMIN) -> dict:
+    async def create_room(
+        self, room: str, *, title: str = "test room", access: dict | None = None, tok: str = ADMIN
+    ) -> dict:
         body: dict = {"id": room, "title": title}
         if access is not None:
             body["access"] = access

@@ -50,11 +50,14 @@ async def close_all(clients: list[LiveroomClient]) -> None:
 class Talkers:
     """Several talking clients, used in turn so that no one trips the per-connection rate limit."""
 
-    def __init__(self, urls: list[str] | str, room: str, n: int = 8, prefix: str = "talker") -> None:
+    def __init__(
+        self, urls: list[str] | str, room: str, n: int = 8, prefix: str = "talker"
+    ) -> None:
         from tests.support import token
 
-        self.clients = [LiveroomClient(urls, room, token(f"{prefix}{i}"), resume=False)
-                        for i in range(n)]
+        self.clients = [
+            LiveroomClient(urls, room, token(f"{prefix}{i}"), resume=False) for i in range(n)
+        ]
         self._next = 0
 
     async def __aenter__(self) -> Talkers:

@@ -11,14 +11,28 @@ async def test_create_get_conflict_and_validation(api: Api) -> None:
     room = unique()
     host = token("h1", "host")
     async with api.client(host) as c:
-        r = await c.post("/api/rooms", json={"id": room, "title": "Cooking",
-                                             "access": {"mode": "paid", "price_cents": 500,
-                                                        "tiers": ["vip"], "preview_seconds": 30}})
+        r = await c.post(
+            "/api/rooms",
+            json={
+                "id": room,
+                "title": "Cooking",
+                "access": {
+                    "mode": "paid",
+                    "price_cents": 500,
+                    "tiers": ["vip"],
+                    "preview_seconds": 30,
+                },
+            },
+        )
         assert r.status_code == 201
         body = r.json()
         assert body["owner"] == "h1" and body["status"] == "scheduled"
-        assert body["access"] == {"mode": "paid", "price_cents": 500, "tiers": ["vip"],
-                                  "preview_seconds": 30}
+        assert body["access"] == {
+            "mode": "paid",
+            "price_cents": 500,
+            "tiers": ["vip"],
+            "preview_seconds": 30,
+        }
         assert (await c.post("/api/rooms", json={"id": room, "title": "again"})).status_code == 409
         bad = await c.post("/api/rooms", json={"id": "no spaces", "title": "x"})
         assert bad.status_code == 422 and bad.json()["error"] == "invalid"
@@ -66,8 +80,14 @@ async def test_config_health_metrics_and_openapi(api: Api) -> None:
         assert (await c.get("/healthz")).status_code == 200
         assert "python_info" in (await c.get("/metrics")).text
         spec = (await c.get("/openapi.json")).json()
-        for path in ("/api/rooms", "/api/rooms/{room}", "/api/rooms/{room}/live",
-                     "/api/rooms/{room}/end", "/api/config", "/healthz"):
+        for path in (
+            "/api/rooms",
+            "/api/rooms/{room}",
+            "/api/rooms/{room}/live",
+            "/api/rooms/{room}/end",
+            "/api/config",
+            "/healthz",
+        ):
             assert path in spec["paths"], path
         assert "RoomIn" in spec["components"]["schemas"]
 

@@ -17,8 +17,12 @@ from tests.support import SECRET, Api, Proc, token, unique
 
 
 async def _ws(gw: Proc, room: str, tok: str, sub: str = "liveroom.v1.json"):
-    ws = await connect(f"{gw.ws_url}/ws/rooms/{room}", subprotocols=[sub],
-                       additional_headers={"Authorization": f"Bearer {tok}"}, compression=None)
+    ws = await connect(
+        f"{gw.ws_url}/ws/rooms/{room}",
+        subprotocols=[sub],
+        additional_headers={"Authorization": f"Bearer {tok}"},
+        compression=None,
+    )
     assert decode_events(await ws.recv())[0]["type"] == "welcome"
     return ws
 
@@ -48,8 +52,15 @@ async def room(api: Api) -> str:
         json.dumps(["op", "danmaku"]),
         json.dumps({"op": "danmaku", "text": "hi", "ref": "q" * 100}),
     ],
-    ids=["bad-msgpack", "bad-json", "unknown-op", "text-not-str", "count-not-int", "not-a-map",
-         "ref-too-long"],
+    ids=[
+        "bad-msgpack",
+        "bad-json",
+        "unknown-op",
+        "text-not-str",
+        "count-not-int",
+        "not-a-map",
+        "ref-too-long",
+    ],
 )
 async def test_bad_message_gets_bad_request_and_connection_stays(
     gateways: list[Proc], room: str, message: bytes | str
@@ -59,7 +70,7 @@ async def test_bad_message_gets_bad_request_and_connection_stays(
     err = await _reply(ws)
     assert err["type"] == "error" and err["code"] == "bad_request" and err["message"]
     await ws.send(json.dumps({"op": "ping", "ref": "still-here"}))
-    assert (await _reply(ws)) ["ref"] == "still-here"
+    assert (await _reply(ws))["ref"] == "still-here"
     await ws.close()
 
 
@@ -68,8 +79,9 @@ async def test_content_errors_have_their_own_codes(gateways: list[Proc], room: s
     from engine.codec import Subprotocol, encode_value
 
     for text, code in (("   ", "empty"), ("y" * 201, "too_long")):
-        await ws.send(encode_value({"op": "danmaku", "text": text, "ref": code},
-                                   Subprotocol.MSGPACK))
+        await ws.send(
+            encode_value({"op": "danmaku", "text": text, "ref": code}, Subprotocol.MSGPACK)
+        )
         err = await _reply(ws)
         assert (err["code"], err.get("ref")) == (code, code), err
     await ws.close()
@@ -105,11 +117,15 @@ def _alg_none(claims: dict) -> str:
 
 BAD_TOKENS = {
     "expired": lambda: token("late", ttl=-60),
-    "bad-signature": lambda: jwt.encode({"sub": "x", "role": "viewer", "exp": time.time() + 60},
-                                        "another-secret-of-enough-length", algorithm="HS256"),
+    "bad-signature": lambda: jwt.encode(
+        {"sub": "x", "role": "viewer", "exp": time.time() + 60},
+        "another-secret-of-enough-length",
+        algorithm="HS256",
+    ),
     "alg-none": lambda: _alg_none({"sub": "x", "role": "admin", "exp": int(time.time()) + 60}),
-    "hs512": lambda: jwt.encode({"sub": "x", "role": "viewer", "exp": time.time() + 60},
-                                SECRET, algorithm="HS512"),
+    "hs512": lambda: jwt.encode(
+        {"sub": "x", "role": "viewer", "exp": time.time() + 60}, SECRET, algorithm="HS512"
+    ),
     "garbage": lambda: "not-a-token",
 }
 

@@ -21,6 +21,7 @@ async def test_100_clients_1000_likes_each_everyone_sees_100000(
     await connect_all(clients)
     t0 = time.monotonic()
     try:
+
         async def burst_likes(c: LiveroomClient) -> None:
             for _ in range(10):  # 10 bursts of 100 likes
                 for _ in range(10):
@@ -28,8 +29,7 @@ async def test_100_clients_1000_likes_each_everyone_sees_100000(
                 await asyncio.sleep(0.05)
 
         await asyncio.gather(*(burst_likes(c) for c in clients))
-        finals = await asyncio.gather(
-            *(_final_likes(c, 100_000, timeout=20) for c in clients))
+        finals = await asyncio.gather(*(_final_likes(c, 100_000, timeout=20) for c in clients))
         elapsed = time.monotonic() - t0
     finally:
         await close_all(clients)

@@ -26,8 +26,9 @@ async def test_sigterm_closes_1001_exits_fast_and_loses_no_history(
     acked: list[str] = []
 
     async def chatter(c: LiveroomClient, i: int) -> None:
-        with contextlib.suppress(ClientError, ConnectionClosedByServer, TimeoutError,
-                                 asyncio.TimeoutError, Exception):
+        with contextlib.suppress(
+            ClientError, ConnectionClosedByServer, TimeoutError, asyncio.TimeoutError, Exception
+        ):
             for k in range(1000):
                 acked.append((await c.danmaku(f"{i}:{k}"))["id"])
                 await asyncio.sleep(0.5)

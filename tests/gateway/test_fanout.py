@@ -14,11 +14,10 @@ async def test_two_gateways_200_clients_see_all_1000_events_once_in_order(
 ) -> None:
     room = unique()
     await api.create_room(room)
-    clients = [
-        LiveroomClient(gateways[i % 2].ws_url, room, token(f"u{i}")) for i in range(200)
-    ]
+    clients = [LiveroomClient(gateways[i % 2].ws_url, room, token(f"u{i}")) for i in range(200)]
     await connect_all(clients)
     try:
+
         async def chat(i: int, c: LiveroomClient) -> list[str]:
             return [(await c.danmaku(f"hello {k} from {i}"))["id"] for k in range(5)]
 

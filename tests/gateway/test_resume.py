@@ -51,8 +51,14 @@ async def test_unknown_epoch_is_not_recovered(api: Api, gateways: list[Proc]) ->
 
 
 async def test_id_older_than_retained_history_is_not_recovered(api: Api, spawn) -> None:
-    gw = spawn(env={"LIVEROOM_HISTORY_KEEP_EVENTS": "10", "LIVEROOM_HISTORY_KEEP_SECONDS": "0",
-                    "LIVEROOM_DANMAKU_BURST": "100", "LIVEROOM_DANMAKU_RATE": "100"})
+    gw = spawn(
+        env={
+            "LIVEROOM_HISTORY_KEEP_EVENTS": "10",
+            "LIVEROOM_HISTORY_KEEP_SECONDS": "0",
+            "LIVEROOM_DANMAKU_BURST": "100",
+            "LIVEROOM_DANMAKU_RATE": "100",
+        }
+    )
     room = unique()
     await api.create_room(room)
     async with LiveroomClient(gw.ws_url, room, token("t")) as talker:
@@ -86,7 +92,7 @@ async def test_sigkill_of_a_gateway_loses_nothing_for_its_clients(api: Api, spaw
             sent.append(await talker.say(f"b{i}"))
             await asyncio.sleep(0.01)
         got = await asyncio.gather(*(collect_history(v, 60, 30) for v in viewers))
-    for v, events in zip(viewers, got):
+    for v, events in zip(viewers, got, strict=True):
         assert [e["id"] for e in events] == sent
         assert ids_in_order(events)
         assert 1006 in v.close_codes  # it really lost its gateway...

@@ -32,8 +32,13 @@ async def test_stalled_reader_is_closed_4408_and_others_get_everything(
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
     sock.setblocking(False)
     await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", gw.ws_port))
-    stalled = await connect(f"{gw.ws_url}/ws/rooms/{room}?token={token('sloth')}", sock=sock,
-                            max_queue=1, compression=None, max_size=None)
+    stalled = await connect(
+        f"{gw.ws_url}/ws/rooms/{room}?token={token('sloth')}",
+        sock=sock,
+        max_queue=1,
+        compression=None,
+        max_size=None,
+    )
     await stalled.recv()  # welcome
 
     readers = [LiveroomClient(gw.ws_url, room, token(f"r{i}"), resume=False) for i in range(5)]
