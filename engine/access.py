@@ -1,6 +1,8 @@
 """Who may enter a room (PROTOCOL.md §2): one entitlement check for WebSocket and media.
 
-The check runs once per connection (and once per revocation), never per message.
+The check runs once per connection (and once per revocation), never per message. Grants and
+revocations are written here too; every revocation is also appended to the revocations stream,
+which every gateway's one reader follows, so a refund reaches all connections at once.
 """
 
 from __future__ import annotations
@@ -9,9 +11,14 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
-from engine.errors import NotEntitled
-from engine.rooms import Room
+from engine import keys
+from engine.codec import pack_stored, unpack_stored
+from engine.errors import InvalidBody, NotEntitled
+from engine.ids import RoomId
+from engine.rooms import TIERS, Room
 from engine.tokens import Identity
+
+REVOCATIONS_MAXLEN = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +27,46 @@ class AccessDecision:
     """`free`, `ticket`, `member`, `host` or `preview`."""
     preview_ends_at: float | None = None
     """For previews: when access ends (epoch seconds)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Membership:
+    tier: str
+    expires_at: float | None
+
+    def active(self, now: float) -> bool:
+        return self.expires_at is None or self.expires_at > now
+
+    @classmethod
+    def parse(cls, body: dict) -> Membership:
+        tier, exp = body.get("tier"), body.get("expires_at")
+        if tier not in TIERS:
+            raise InvalidBody(f"`tier` must be one of {', '.join(TIERS)}")
+        if exp is not None and (isinstance(exp, bool) or not isinstance(exp, int | float)):
+            raise InvalidBody("`expires_at` must be epoch seconds or null")
+        return cls(tier, None if exp is None else float(exp))
+
+
+@dataclass(frozen=True, slots=True)
+class Revocation:
+    """An access change (grant or revocation): connections of ``user`` re-check their access;
+    ``room`` None means every room (a membership change)."""
+
+    user: str
+    room: RoomId | None
+    reason: str
+
+    def to_event(self) -> dict:
+        return {"user": self.user, "room": self.room, "reason": self.reason}
+
+
+def decode_revocation(fields: dict[bytes, bytes]) -> Revocation:
+    d = unpack_stored(fields[b"e"])
+    return Revocation(d["user"], d.get("room"), d.get("reason", ""))
+
+
+def tier_rank(tier: str | None) -> int:
+    return TIERS.index(tier) if tier in TIERS else -1
 
 
 class EntitlementCheck:
@@ -32,6 +79,71 @@ class EntitlementCheck:
             return AccessDecision("host")
         if not room.access.paid:
             return AccessDecision("free")
-        # Tickets, memberships and previews arrive with the paid-rooms work; until then a paid
-        # room admits only its hosts.
-        raise NotEntitled("this room is paid and you have no ticket or membership")
+        user = identity.user
+        async with self.redis.pipeline(transaction=False) as p:
+            p.get(keys.ticket(room.id, user))
+            p.hgetall(keys.membership(user))
+            ticket, member = await p.execute()
+        if ticket is not None and (float(ticket) == 0 or float(ticket) > now):
+            return AccessDecision("ticket")
+        m = _membership(member)
+        if m is not None and m.active(now) and m.tier in room.access.tiers:
+            return AccessDecision("member")
+        if room.access.preview_seconds > 0:
+            # The preview clock starts at the user's first connection and never restarts.
+            key = keys.preview(room.id)
+            await self.redis.hsetnx(key, user, repr(now))
+            first = float(await self.redis.hget(key, user) or now)
+            ends = first + room.access.preview_seconds
+            if now < ends:
+                return AccessDecision("preview", ends)
+            raise NotEntitled("your free preview of this room is over")
+        raise NotEntitled("this room is paid: a ticket or a listed membership is required")
+
+    # -- grants and revocations (admin) -------------------------------------------------------
+
+    async def grant_ticket(self, room: RoomId, user: str, expires_at: float | None) -> None:
+        key = keys.ticket(room, user)
+        if expires_at is None:
+            await self.redis.set(key, 0)
+        else:
+            await self.redis.set(key, repr(expires_at), exat=max(1, int(expires_at) + 1))
+        await self._announce(Revocation(user, room, "ticket granted"))
+
+    async def revoke_ticket(self, room: RoomId, user: str) -> bool:
+        existed = bool(await self.redis.delete(keys.ticket(room, user)))
+        await self._announce(Revocation(user, room, "refund"))
+        return existed
+
+    async def set_membership(self, user: str, m: Membership) -> None:
+        key = keys.membership(user)
+        async with self.redis.pipeline(transaction=True) as p:
+            p.delete(key)
+            p.hset(key, mapping={"tier": m.tier, "expires_at": repr(m.expires_at or 0)})
+            if m.expires_at is not None:
+                p.expireat(key, max(1, int(m.expires_at) + 1))
+            await p.execute()
+        await self._announce(Revocation(user, None, "membership changed"))
+
+    async def get_membership(self, user: str) -> Membership | None:
+        return _membership(await self.redis.hgetall(keys.membership(user)))
+
+    async def revoke_membership(self, user: str) -> bool:
+        existed = bool(await self.redis.delete(keys.membership(user)))
+        await self._announce(Revocation(user, None, "membership removed"))
+        return existed
+
+    async def _announce(self, r: Revocation) -> None:
+        await self.redis.xadd(
+            keys.revocations(),
+            {"e": pack_stored(r.to_event())},
+            maxlen=REVOCATIONS_MAXLEN,
+            approximate=True,
+        )
+
+
+def _membership(h: dict[bytes, bytes] | None) -> Membership | None:
+    if not h or b"tier" not in h:
+        return None
+    exp = float(h.get(b"expires_at", b"0"))
+    return Membership(h[b"tier"].decode(), exp or None)

@@ -53,6 +53,16 @@ def _decode_entries(entries: list[tuple[bytes, dict[bytes, bytes]]]) -> list[Eve
     return out
 
 
+async def last_id(redis: Redis, key: str) -> str:
+    """The newest id ever written to a stream, ``0-0`` when there is none."""
+    try:
+        info = await redis.xinfo_stream(key)
+    except ResponseError:
+        return ZERO_ID
+    last = info["last-generated-id"]
+    return last.decode() if isinstance(last, bytes) else last
+
+
 class RoomBus:
     def __init__(self, redis: Redis, settings: Settings) -> None:
         self.redis = redis
@@ -112,6 +122,7 @@ class RoomReader:
         self._settings = settings
         self._cursors: dict[RoomId, str] = {}
         self._key_to_room: dict[bytes, RoomId] = {}
+        self._followed: dict[str, tuple[str, Callable[[list], None]]] = {}
         self._task: asyncio.Task[None] | None = None
         self.reads = 0
 
@@ -127,6 +138,12 @@ class RoomReader:
         self._key_to_room[keys.events(room).encode()] = room
         self._wake()
         return True
+
+    def follow(self, key: str, after: str, callback: Callable[[list], None]) -> None:
+        """Also read a process-wide stream (e.g. revocations) after ``after``; entries are
+        handed raw, as ``[(id, fields), ...]``."""
+        self._followed[key] = (after, callback)
+        self._wake()
 
     def unsubscribe(self, room: RoomId) -> None:
         if self._cursors.pop(room, None) is not None:
@@ -165,6 +182,8 @@ class RoomReader:
         backoff = 0.05
         while True:
             streams: dict[str, str] = {self._wake_key: self._wake_id}
+            for key, (cursor, _) in self._followed.items():
+                streams[key] = cursor
             for room, cursor in self._cursors.items():
                 streams[keys.events(room)] = cursor
             try:
@@ -184,6 +203,14 @@ class RoomReader:
                 key = raw_key if isinstance(raw_key, bytes) else raw_key.encode()
                 if key == self._wake_key.encode():
                     self._wake_id = entries[-1][0].decode()
+                    continue
+                followed = self._followed.get(key.decode())
+                if followed is not None:
+                    self._followed[key.decode()] = (entries[-1][0].decode(), followed[1])
+                    try:
+                        followed[1](entries)
+                    except Exception:
+                        log.exception("callback for %s failed", key)
                     continue
                 room = self._key_to_room.get(key)
                 if room is None:

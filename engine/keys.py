@@ -53,3 +53,23 @@ def rooms_index() -> str:
 def reader_wakeup(gateway: str) -> str:
     """Stream a gateway's room reader also blocks on, poked when its room set changes."""
     return f"{PREFIX}gw:{gateway}:wake"
+
+
+def ticket(room: RoomId, user: str) -> str:
+    """String: a ticket of ``user`` for ``room`` (value: expiry epoch s, 0 = none; key TTL too)."""
+    return _room(room) + f":ticket:{user}"
+
+
+def preview(room: RoomId) -> str:
+    """Hash: user -> epoch seconds of that user's first preview connection to the room."""
+    return _room(room) + ":preview"
+
+
+def membership(user: str) -> str:
+    """Hash: a user's membership {tier, expires_at} (user-tagged, not room-tagged)."""
+    return f"{PREFIX}{{user:{user}}}:member"
+
+
+def revocations() -> str:
+    """Stream: access changes every gateway (and media process) must re-check at once."""
+    return PREFIX + "revocations"

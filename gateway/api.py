@@ -18,10 +18,11 @@ from pydantic import BaseModel, Field
 from redis.asyncio import Redis
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from engine.access import EntitlementCheck, Membership
 from engine.bus import RoomBus
 from engine.codec import SUBPROTOCOLS
 from engine.counters import RoomCounters
-from engine.errors import Forbidden, LiveroomError, NotFound, Unauthorized
+from engine.errors import Forbidden, InvalidBody, LiveroomError, NotFound, Unauthorized
 from engine.ids import RoomId, is_valid_id
 from engine.rooms import NewRoom, Room, RoomStatus, RoomStore
 from engine.settings import Settings
@@ -59,6 +60,29 @@ class RoomOut(BaseModel):
     media: dict[str, Any] | None = None
     online: int = 0
     likes: int = 0
+
+
+class TicketIn(BaseModel):
+    expires_at: float | None = Field(None, description="epoch seconds; null = no expiry")
+
+
+class TicketOut(BaseModel):
+    room: str
+    user: str
+    expires_at: float | None = None
+    revoked: bool | None = None
+
+
+class MembershipIn(BaseModel):
+    tier: Literal["normal", "senior", "vip"]
+    expires_at: float | None = Field(None, description="epoch seconds; null = no expiry")
+
+
+class MembershipOut(BaseModel):
+    user: str
+    tier: str | None = None
+    expires_at: float | None = None
+    revoked: bool | None = None
 
 
 class ErrorOut(BaseModel):
@@ -121,6 +145,7 @@ def create_app(settings: Settings, redis: Redis) -> FastAPI:
     rooms = RoomStore(redis)
     bus = RoomBus(redis, settings)
     counters = RoomCounters(redis, "api", settings.online_ttl_ms)
+    access = EntitlementCheck(redis)
 
     @app.exception_handler(LiveroomError)
     async def _liveroom_error(_: Request, exc: LiveroomError) -> JSONResponse:
@@ -181,6 +206,62 @@ def create_app(settings: Settings, redis: Redis) -> FastAPI:
             record = await rooms.set_status(record.id, status)
             await bus.publish(record.id, {"type": event, "ts": time.time()})
         return await public(record)
+
+    def admin_only(who: Identity) -> None:
+        if who.role is not Role.ADMIN:
+            raise Forbidden("only admins manage tickets and memberships")
+
+    def valid_user(user: str) -> str:
+        if not is_valid_id(user):
+            raise InvalidBody("user ids are 1-64 characters of [A-Za-z0-9_.-]")
+        return user
+
+    @app.put("/api/rooms/{room}/tickets/{user}", response_model=TicketOut, tags=["access"])
+    async def grant_ticket(
+        room: str, user: str, who: Caller, body: TicketIn | None = None
+    ) -> dict[str, Any]:
+        """Grant a ticket (a payment callback); idempotent. Open preview connections of the
+        user in this room become ticket holders at once."""
+        admin_only(who)
+        record = await load(room)
+        exp = body.expires_at if body else None
+        await access.grant_ticket(record.id, valid_user(user), exp)
+        return {"room": record.id, "user": user, "expires_at": exp}
+
+    @app.delete("/api/rooms/{room}/tickets/{user}", response_model=TicketOut, tags=["access"])
+    async def refund_ticket(room: str, user: str, who: Caller) -> dict[str, Any]:
+        """Refund: revoke the ticket; the user's connections in the room close with 4403
+        within a second. Idempotent (`revoked` says whether there was a ticket)."""
+        admin_only(who)
+        record = await load(room)
+        revoked = await access.revoke_ticket(record.id, valid_user(user))
+        return {"room": record.id, "user": user, "revoked": revoked}
+
+    @app.put("/api/members/{user}", response_model=MembershipOut, tags=["access"])
+    async def set_membership(user: str, body: MembershipIn, who: Caller) -> dict[str, Any]:
+        """Set a membership; idempotent. Connections that relied on a higher tier re-check."""
+        admin_only(who)
+        m = Membership.parse(body.model_dump())
+        await access.set_membership(valid_user(user), m)
+        return {"user": user, "tier": m.tier, "expires_at": m.expires_at}
+
+    @app.get("/api/members/{user}", response_model=MembershipOut, tags=["access"])
+    async def get_membership(user: str, who: Caller) -> dict[str, Any]:
+        """A user's membership (admins, or the user itself)."""
+        if who.role is not Role.ADMIN and who.user != user:
+            raise Forbidden("only admins and the member may read a membership")
+        m = await access.get_membership(valid_user(user))
+        if m is None or not m.active(time.time()):
+            raise NotFound(f"{user!r} has no membership")
+        return {"user": user, "tier": m.tier, "expires_at": m.expires_at}
+
+    @app.delete("/api/members/{user}", response_model=MembershipOut, tags=["access"])
+    async def revoke_membership(user: str, who: Caller) -> dict[str, Any]:
+        """Revoke a membership; connections in paid rooms that needed it close with 4403
+        within a second. Idempotent."""
+        admin_only(who)
+        revoked = await access.revoke_membership(valid_user(user))
+        return {"user": user, "revoked": revoked}
 
     @app.get("/api/config", response_model=ConfigOut, tags=["meta"])
     async def config(request: Request) -> dict[str, Any]:

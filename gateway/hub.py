@@ -58,7 +58,8 @@ class Conn:
         "danmaku_bucket",
         "like_bucket",
         "bad",
-        "expiry_timer",
+        "timers",
+        "preview_timer",
     )
 
     def __init__(
@@ -85,7 +86,8 @@ class Conn:
         self.danmaku_bucket = TokenBucket(settings.danmaku_rate, settings.danmaku_burst, now)
         self.like_bucket = TokenBucket(settings.like_rate, settings.like_burst, now)
         self.bad = WindowCounter(settings.bad_message_limit, settings.bad_message_window_s)
-        self.expiry_timer: asyncio.TimerHandle | None = None
+        self.timers: list[asyncio.TimerHandle] = []
+        self.preview_timer: asyncio.TimerHandle | None = None
 
     def access_allows_chat(self) -> bool:
         return self.access != "preview"
@@ -128,6 +130,7 @@ class RoomHub:
         self.settings = settings
         self.counters = counters
         self.rooms: dict[RoomId, LocalRoom] = {}
+        self.by_user: dict[str, set[Conn]] = {}
         self.on_room_empty: list = []  # callbacks(room_id), e.g. unsubscribe the reader
         self.frames_written = 0
         self.events_delivered = 0
@@ -144,11 +147,19 @@ class RoomHub:
         if room is None:
             room = self.rooms[conn.room] = LocalRoom(conn.room)
         room.conns.add(conn)
+        self.by_user.setdefault(conn.identity.user, set()).add(conn)
         return room
 
     def detach(self, conn: Conn) -> None:
-        if conn.expiry_timer is not None:
-            conn.expiry_timer.cancel()
+        for timer in conn.timers:
+            timer.cancel()
+        if conn.preview_timer is not None:
+            conn.preview_timer.cancel()
+        mine = self.by_user.get(conn.identity.user)
+        if mine is not None:
+            mine.discard(conn)
+            if not mine:
+                del self.by_user[conn.identity.user]
         room = self.rooms.get(conn.room)
         if room is not None:
             room.conns.discard(conn)

@@ -25,15 +25,16 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from engine import ops
-from engine.access import AccessDecision, EntitlementCheck
-from engine.bus import RoomBus, RoomReader
+from engine import keys, ops
+from engine.access import AccessDecision, EntitlementCheck, decode_revocation
+from engine.bus import RoomBus, RoomReader, last_id
 from engine.codec import SUBPROTOCOLS, decode_message, dumps_json, encode, negotiate
 from engine.counters import RoomCounters
 from engine.errors import (
     BadRequest,
     Empty,
     LiveroomError,
+    NotEntitled,
     NotFound,
     RateLimited,
     TooLong,
@@ -45,7 +46,7 @@ from engine.settings import Settings
 from engine.store import connect
 from engine.tokens import Identity, verify
 from gateway import metrics
-from gateway.hub import CLOSE_TOKEN_EXPIRED, Conn, LocalRoom, RoomHub
+from gateway.hub import CLOSE_ACCESS_ENDED, CLOSE_TOKEN_EXPIRED, Conn, LocalRoom, RoomHub
 
 log = logging.getLogger("liveroom.gateway")
 
@@ -118,6 +119,8 @@ class Gateway:
             self.server = await serve(self.handler, sock=sock, **kwargs)
         else:
             self.server = await serve(self.handler, s.host, s.ws_port, **kwargs)
+        after = await last_id(self.redis, keys.revocations())
+        self.reader.follow(keys.revocations(), after, self._on_revocations)
         self.reader.start()
         self.hub.start()
 
@@ -233,12 +236,15 @@ class Gateway:
         self._user_conns[key] += 1
         local = self.hub.attach(conn)
         loop = asyncio.get_running_loop()
-        conn.expiry_timer = loop.call_later(
-            max(0.0, join.identity.exp - now),
-            conn.close,
-            CLOSE_TOKEN_EXPIRED,
-            "token expired: reconnect with a fresh token and since",
+        conn.timers.append(
+            loop.call_later(
+                max(0.0, join.identity.exp - now),
+                conn.close,
+                CLOSE_TOKEN_EXPIRED,
+                "token expired: reconnect with a fresh token and since",
+            )
         )
+        self._arm_preview(conn, join.decision.preview_ends_at, now)
         try:
             await self._join(conn, local, join)
             await self._serve(conn)
@@ -249,6 +255,41 @@ class Gateway:
             self._user_conns[key] -= 1
             if self._user_conns[key] <= 0:
                 del self._user_conns[key]
+
+    def _arm_preview(self, conn: Conn, ends_at: float | None, now: float) -> None:
+        """(Re)arm the close at the end of a preview; an upgrade to a ticket disarms it."""
+        if conn.preview_timer is not None:
+            conn.preview_timer.cancel()
+            conn.preview_timer = None
+        if ends_at is not None:
+            conn.preview_timer = asyncio.get_running_loop().call_later(
+                max(0.0, ends_at - now), conn.close, CLOSE_ACCESS_ENDED, "preview over"
+            )
+
+    def _on_revocations(self, entries: list) -> None:
+        """Reader callback: re-check the access of every local connection concerned."""
+        for _, fields in entries:
+            r = decode_revocation(fields)
+            for conn in list(self.hub.by_user.get(r.user, ())):
+                if conn.access in ("host", "free") or (r.room is not None and r.room != conn.room):
+                    continue
+                asyncio.get_running_loop().create_task(self._recheck(conn, r.reason))
+
+    async def _recheck(self, conn: Conn, reason: str) -> None:
+        now = time.time()
+        try:
+            room = await self.rooms.get(conn.room)
+            decision = await self.access.check(room, conn.identity, now=now)
+        except LiveroomError as exc:
+            conn.close(CLOSE_ACCESS_ENDED, f"access ended: {reason or exc.message}"[:120])
+            return
+        except Exception:
+            log.exception("access re-check failed; closing to be safe")
+            conn.close(CLOSE_ACCESS_ENDED, "access could not be confirmed")
+            return
+        if decision.kind != conn.access:
+            conn.access = decision.kind
+            self._arm_preview(conn, decision.preview_ends_at, now)
 
     async def _join(self, conn: Conn, local: LocalRoom, join: JoinRequest) -> None:
         room = join.room
@@ -336,6 +377,8 @@ class Gateway:
             return await self._danmaku(conn, op, now)
         if isinstance(op, ops.Ping):
             return {"type": "ack", "ref": op.ref, "ts": now}
+        if isinstance(op, ops.Buy | ops.Enter) and not conn.access_allows_chat():
+            raise NotEntitled("preview viewers may not buy or enter lotteries")
         if isinstance(op, ops.Buy):
             raise LiveroomError(f"no open sale {op.sale[:64]!r}", code="not_open")
         if isinstance(op, ops.Enter):
@@ -349,7 +392,7 @@ class Gateway:
         if len(text) > self.settings.danmaku_max_chars:
             raise TooLong(f"danmaku longer than {self.settings.danmaku_max_chars} characters")
         if not conn.access_allows_chat():
-            raise LiveroomError("preview viewers may not chat", code="not_entitled")
+            raise NotEntitled("preview viewers may not chat")
         if not conn.danmaku_bucket.take(now):
             raise RateLimited("sending danmaku too fast")
         event = {
