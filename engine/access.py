@@ -27,6 +27,8 @@ class AccessDecision:
     """`free`, `ticket`, `member`, `host` or `preview`."""
     preview_ends_at: float | None = None
     """For previews: when access ends (epoch seconds)."""
+    tier: str | None = None
+    """The user's active membership tier (prices in flash sales), if any."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,20 +77,21 @@ class EntitlementCheck:
 
     async def check(self, room: Room, identity: Identity, *, now: float) -> AccessDecision:
         """The caller's access to ``room``, or ``NotEntitled`` (403)."""
-        if identity.controls(room.id, room.owner):
-            return AccessDecision("host")
-        if not room.access.paid:
-            return AccessDecision("free")
         user = identity.user
         async with self.redis.pipeline(transaction=False) as p:
             p.get(keys.ticket(room.id, user))
             p.hgetall(keys.membership(user))
             ticket, member = await p.execute()
-        if ticket is not None and (float(ticket) == 0 or float(ticket) > now):
-            return AccessDecision("ticket")
         m = _membership(member)
-        if m is not None and m.active(now) and m.tier in room.access.tiers:
-            return AccessDecision("member")
+        tier = m.tier if m is not None and m.active(now) else None
+        if identity.controls(room.id, room.owner):
+            return AccessDecision("host", tier=tier)
+        if not room.access.paid:
+            return AccessDecision("free", tier=tier)
+        if ticket is not None and (float(ticket) == 0 or float(ticket) > now):
+            return AccessDecision("ticket", tier=tier)
+        if tier is not None and tier in room.access.tiers:
+            return AccessDecision("member", tier=tier)
         if room.access.preview_seconds > 0:
             # The preview clock starts at the user's first connection and never restarts.
             key = keys.preview(room.id)
@@ -96,7 +99,7 @@ class EntitlementCheck:
             first = float(await self.redis.hget(key, user) or now)
             ends = first + room.access.preview_seconds
             if now < ends:
-                return AccessDecision("preview", ends)
+                return AccessDecision("preview", ends, tier)
             raise NotEntitled("your free preview of this room is over")
         raise NotEntitled("this room is paid: a ticket or a listed membership is required")
 

@@ -61,7 +61,13 @@ def decode_message(data: bytes | str, *, max_bytes: int = 64 * 1024, max_depth: 
     Text messages are JSON, binary messages are msgpack, whatever was negotiated: a client
     that mixes them is still understood. Raises ``BadRequest`` on anything undecodable.
     """
-    if len(data) > max_bytes:
+    # A text message's size is its UTF-8 length (up to 4 bytes a character).
+    size = (
+        len(data.encode("utf-8"))
+        if isinstance(data, str) and len(data) * 4 > max_bytes
+        else len(data)
+    )
+    if size > max_bytes:
         raise BadRequest(f"message larger than {max_bytes} bytes")
     try:
         if isinstance(data, str):

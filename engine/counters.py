@@ -18,6 +18,7 @@ from engine.ids import RoomId
 class RoomTotals:
     likes: int
     online: int | None  # None when online counts were not part of this sync
+    stock: dict[str, int]  # open sale id -> units left
 
 
 class RoomCounters:
@@ -42,6 +43,7 @@ class RoomCounters:
         async with self.redis.pipeline(transaction=False) as p:
             for room in rooms:
                 p.incrby(keys.likes(room), like_deltas.get(room, 0))
+                p.hgetall(keys.stock(room))
                 if online_counts is not None and room in online_counts:
                     await self._online(
                         keys=[keys.online(room), keys.online_expiry(room)],
@@ -53,12 +55,13 @@ class RoomCounters:
         i = 0
         for room in rooms:
             likes = int(replies[i])
-            i += 1
+            stock = {k.decode(): int(v) for k, v in replies[i + 1].items()}
+            i += 2
             online = None
             if online_counts is not None and room in online_counts:
                 online = int(replies[i])
                 i += 1
-            out[room] = RoomTotals(likes, online)
+            out[room] = RoomTotals(likes, online, stock)
         return out
 
     async def snapshot(

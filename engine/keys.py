@@ -73,3 +73,38 @@ def membership(user: str) -> str:
 def revocations() -> str:
     """Stream: access changes every gateway (and media process) must re-check at once."""
     return PREFIX + "revocations"
+
+
+def sale(room: RoomId, sale_id: str) -> str:
+    """Hash: a flash sale's record and counters (stock, left, sold, revenue, buyers, status)."""
+    return _room(room) + f":sale:{sale_id}"
+
+
+def sale_bought(room: RoomId, sale_id: str) -> str:
+    """Hash: user -> quantity bought in the sale (the per-user limit)."""
+    return _room(room) + f":sale:{sale_id}:bought"
+
+
+def sale_refs(room: RoomId, sale_id: str) -> str:
+    """Hash: user + ref -> the answer given (idempotency of `buy`)."""
+    return _room(room) + f":sale:{sale_id}:refs"
+
+
+def sale_orders(room: RoomId, sale_id: str) -> str:
+    """Stream: every confirmed order of the sale, in order."""
+    return _room(room) + f":sale:{sale_id}:orders"
+
+
+def sales(room: RoomId) -> str:
+    """Sorted set: the room's sale ids by creation time."""
+    return _room(room) + ":sales"
+
+
+def stock(room: RoomId) -> str:
+    """Hash: open sale id -> units left (what gateways poll each tick for `sale.stock`)."""
+    return _room(room) + ":stock"
+
+
+def timers() -> str:
+    """Sorted set: due time (ms) -> "kind|room|id" of timed transitions (process-wide)."""
+    return PREFIX + "timers"

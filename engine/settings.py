@@ -67,6 +67,8 @@ class Settings:
     """Sustained likes per second per connection; more are dropped silently."""
     like_burst: int = 2_000
     """Likes a connection may send at once."""
+    buy_batching: bool = True
+    """Share one Redis round trip among concurrent `buy` ops (each stays atomic)."""
     replay_chunk: int = 500
     """Events per message when replaying history on resume."""
     join_pending_limit: int = 20_000

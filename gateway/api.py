@@ -25,6 +25,7 @@ from engine.counters import RoomCounters
 from engine.errors import Forbidden, InvalidBody, LiveroomError, NotFound, Unauthorized
 from engine.ids import RoomId, is_valid_id
 from engine.rooms import NewRoom, Room, RoomStatus, RoomStore
+from engine.sales import NewSale, SaleLedger
 from engine.settings import Settings
 from engine.tokens import Identity, Role, verify
 
@@ -83,6 +84,47 @@ class MembershipOut(BaseModel):
     tier: str | None = None
     expires_at: float | None = None
     revoked: bool | None = None
+
+
+class SaleIn(BaseModel):
+    item: str = Field(..., min_length=1, max_length=200)
+    title: str = Field(..., min_length=1, max_length=200)
+    price_cents: int = Field(..., ge=0)
+    tier_prices: dict[Literal["normal", "senior", "vip"], int] | None = None
+    stock: int = Field(..., ge=1)
+    per_user_limit: int = Field(1, ge=1)
+    starts_in_s: int = Field(0, ge=0)
+    duration_s: int = Field(..., ge=1)
+
+
+class SaleOut(BaseModel):
+    id: str
+    room: str
+    item: str
+    title: str
+    price_cents: int
+    tier_prices: dict[str, int]
+    stock: int
+    per_user_limit: int
+    starts_at: float
+    ends_at: float
+    status: Literal["scheduled", "open", "ended"]
+    ended_by: str | None = None
+    sold: int
+    left: int
+    revenue_cents: int
+    buyers: int
+
+
+class OrderOut(BaseModel):
+    id: str
+    sale: str
+    user: str
+    ref: str
+    qty: int
+    unit_price_cents: int
+    total_cents: int
+    ts: float
 
 
 class ErrorOut(BaseModel):
@@ -146,6 +188,7 @@ def create_app(settings: Settings, redis: Redis) -> FastAPI:
     bus = RoomBus(redis, settings)
     counters = RoomCounters(redis, "api", settings.online_ttl_ms)
     access = EntitlementCheck(redis)
+    sales = SaleLedger(redis, settings)
 
     @app.exception_handler(LiveroomError)
     async def _liveroom_error(_: Request, exc: LiveroomError) -> JSONResponse:
@@ -262,6 +305,33 @@ def create_app(settings: Settings, redis: Redis) -> FastAPI:
         admin_only(who)
         revoked = await access.revoke_membership(valid_user(user))
         return {"user": user, "revoked": revoked}
+
+    @app.post("/api/rooms/{room}/sales", status_code=201, response_model=SaleOut, tags=["sales"])
+    async def create_sale(room: str, body: SaleIn, who: Caller) -> dict[str, Any]:
+        """Create a flash sale; it opens now (emits `sale.started`) or after `starts_in_s`,
+        and ends after `duration_s`, at sell-out, or by the host."""
+        record = await controlled(room, who)
+        return await sales.create(record.id, NewSale.parse(body.model_dump(exclude_none=True)))
+
+    @app.get("/api/rooms/{room}/sales/{sale}", response_model=SaleOut, tags=["sales"])
+    async def get_sale(room: str, sale: str, who: Caller) -> dict[str, Any]:
+        """The sale with `sold`, `left`, `status`."""
+        record = await controlled(room, who)
+        return await sales.get(record.id, sale)
+
+    @app.get("/api/rooms/{room}/sales/{sale}/orders", response_model=list[OrderOut], tags=["sales"])
+    async def get_orders(room: str, sale: str, who: Caller) -> list[dict[str, Any]]:
+        """Every confirmed order, in order."""
+        record = await controlled(room, who)
+        return await sales.orders(record.id, sale)
+
+    @app.post("/api/rooms/{room}/sales/{sale}/end", response_model=SaleOut, tags=["sales"])
+    async def end_sale(room: str, sale: str, who: Caller) -> dict[str, Any]:
+        """Close the sale early; emits `sale.ended` (a no-op if it already ended)."""
+        record = await controlled(room, who)
+        await sales.get(record.id, sale)
+        await sales.end(record.id, sale, by="host")
+        return await sales.get(record.id, sale)
 
     @app.get("/api/config", response_model=ConfigOut, tags=["meta"])
     async def config(request: Request) -> dict[str, Any]:

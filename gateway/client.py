@@ -67,7 +67,7 @@ class LiveroomClient:
         self._url_index = 0
         self._ws: ClientConnection | None = None
         self._queue: asyncio.Queue[Event | BaseException] = asyncio.Queue()
-        self._waiters: dict[str, asyncio.Future[Event]] = {}
+        self._waiters: dict[str, list[asyncio.Future[Event]]] = {}
         self._refs = itertools.count(1)
         self._reader: asyncio.Task[None] | None = None
         self._closed = False
@@ -169,7 +169,11 @@ class LiveroomClient:
             self.last_id = ev["id"]
         ref = ev.get("ref")
         if ev.get("type") in ("ack", "error") and ref in self._waiters:
-            fut = self._waiters.pop(ref)
+            # replies come in the order requests went out, also for a resent ref
+            waiting = self._waiters[ref]
+            fut = waiting.pop(0)
+            if not waiting:
+                del self._waiters[ref]
             if not fut.done():
                 fut.set_result(ev)
         self._queue.put_nowait(ev)
@@ -235,7 +239,7 @@ class LiveroomClient:
         """Send an op with a ``ref`` and wait for its ``ack``; raise ``ClientError`` on error."""
         ref = op.setdefault("ref", f"r{next(self._refs)}")
         fut: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
-        self._waiters[ref] = fut
+        self._waiters.setdefault(ref, []).append(fut)
         await self.send(op)
         reply = await asyncio.wait_for(fut, timeout)
         if reply["type"] == "error":

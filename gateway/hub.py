@@ -59,6 +59,7 @@ class Conn:
         "like_bucket",
         "bad",
         "timers",
+        "tier",
         "preview_timer",
     )
 
@@ -87,6 +88,7 @@ class Conn:
         self.like_bucket = TokenBucket(settings.like_rate, settings.like_burst, now)
         self.bad = WindowCounter(settings.bad_message_limit, settings.bad_message_window_s)
         self.timers: list[asyncio.TimerHandle] = []
+        self.tier: str | None = None
         self.preview_timer: asyncio.TimerHandle | None = None
 
     def access_allows_chat(self) -> bool:
@@ -281,6 +283,10 @@ class RoomHub:
             if room.likes != t.likes:
                 room.likes = t.likes
                 room.batch.set_state("likes", {"type": "likes", "total": t.likes})
+            for sale_id, left in t.stock.items():
+                room.batch.set_state(
+                    f"sale.stock:{sale_id}", {"type": "sale.stock", "sale": sale_id, "left": left}
+                )
             if t.online is not None:
                 room.reported_online = online[rid] if online else -1
                 if room.online != t.online:

@@ -12,6 +12,7 @@ import uvicorn
 from engine.settings import Settings
 from engine.store import connect
 from gateway.api import create_app
+from gateway.scheduler import Scheduler
 from gateway.wsserver import Gateway
 
 log = logging.getLogger("liveroom")
@@ -35,6 +36,8 @@ async def serve(
     gateway: Gateway | None = None
     api: uvicorn.Server | None = None
     api_task: asyncio.Task[None] | None = None
+    scheduler = Scheduler(redis, settings)
+    scheduler.start()
     try:
         if role in ("all", "gateway"):
             gateway = Gateway(settings, redis)
@@ -64,6 +67,7 @@ async def serve(
         await stop.wait()
         log.info("stopping")
     finally:
+        await scheduler.stop()
         if gateway is not None:
             await gateway.drain()
         if api is not None and api_task is not None:

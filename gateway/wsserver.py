@@ -20,6 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
@@ -42,10 +43,12 @@ from engine.errors import (
 )
 from engine.ids import Cursor, RoomId, is_valid_id, stream_id_key
 from engine.rooms import Room, RoomStore
+from engine.sales import MAX_QTY, SaleLedger
 from engine.settings import Settings
 from engine.store import connect
 from engine.tokens import Identity, verify
 from gateway import metrics
+from gateway.buys import BuyBatcher
 from gateway.hub import CLOSE_ACCESS_ENDED, CLOSE_TOKEN_EXPIRED, Conn, LocalRoom, RoomHub
 
 log = logging.getLogger("liveroom.gateway")
@@ -91,6 +94,8 @@ class Gateway:
         self.access = EntitlementCheck(redis)
         self.counters = RoomCounters(redis, self.id, settings.online_ttl_ms)
         self.hub = RoomHub(settings, self.counters)
+        self.sales = SaleLedger(redis, settings)
+        self.buys = BuyBatcher(self.sales, enabled=settings.buy_batching)
         # The reader's XREAD BLOCK holds a connection; it gets a client of its own.
         self._reader_redis = connect(settings.redis_url, socket_timeout=None, max_connections=4)
         self.reader = RoomReader(self._reader_redis, redis, self.id, self.hub.on_events, settings)
@@ -232,6 +237,7 @@ class Gateway:
         now = time.time()
         sp = negotiate([ws.subprotocol] if ws.subprotocol else [])
         conn = Conn(ws, join.identity, join.room.id, sp, join.decision.kind, self.settings, now)
+        conn.tier = join.decision.tier
         key = (join.room.id, join.identity.user)
         self._user_conns[key] += 1
         local = self.hub.attach(conn)
@@ -287,6 +293,7 @@ class Gateway:
             log.exception("access re-check failed; closing to be safe")
             conn.close(CLOSE_ACCESS_ENDED, "access could not be confirmed")
             return
+        conn.tier = decision.tier
         if decision.kind != conn.access:
             conn.access = decision.kind
             self._arm_preview(conn, decision.preview_ends_at, now)
@@ -317,7 +324,7 @@ class Gateway:
                 "status": room.status.value,
                 "online": online,
                 "likes": likes,
-                "sale": None,
+                "sale": await self.sales.open_sale(room.id),
                 "lottery": None,
             },
             "access": join.decision.kind,
@@ -380,10 +387,27 @@ class Gateway:
         if isinstance(op, ops.Buy | ops.Enter) and not conn.access_allows_chat():
             raise NotEntitled("preview viewers may not buy or enter lotteries")
         if isinstance(op, ops.Buy):
-            raise LiveroomError(f"no open sale {op.sale[:64]!r}", code="not_open")
+            return await self._buy(conn, op, now)
         if isinstance(op, ops.Enter):
             raise LiveroomError(f"no open lottery {op.lottery[:64]!r}", code="closed")
         raise BadRequest("unsupported op")  # pragma: no cover
+
+    async def _buy(self, conn: Conn, op: ops.Buy, now: float) -> dict:
+        if not op.ref:
+            raise BadRequest("`buy` needs a `ref` (it makes resending safe)")
+        if not is_valid_id(op.sale):
+            raise LiveroomError(f"no sale {op.sale[:64]!r} in this room", code="not_open")
+        if not 1 <= op.qty <= MAX_QTY:
+            raise BadRequest(f"`qty` must be 1..{MAX_QTY}")
+        keys_, args = self.sales.buy_call(
+            conn.room, op.sale, conn.identity.user, op.ref, op.qty, conn.tier, now
+        )
+        try:
+            order = await self.buys.buy(keys_, args)
+        except RedisError as exc:
+            log.warning("buy failed on redis: %s", exc)
+            raise Unavailable("the sale could not be reached; resend the same ref") from None
+        return {"type": "ack", "ref": op.ref, "order": order.to_dict()}
 
     async def _danmaku(self, conn: Conn, op: ops.Danmaku, now: float) -> dict:
         text = op.text.strip()

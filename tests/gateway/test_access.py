@@ -128,9 +128,7 @@ async def test_refund_closes_every_connection_on_every_gateway_within_a_second(
     await bystander.close()
 
 
-async def test_membership_removal_closes_member_connections(
-    api: Api, gateways: list[Proc]
-) -> None:
+async def test_membership_removal_closes_member_connections(api: Api, gateways: list[Proc]) -> None:
     room = unique("members")
     await api.create_room(room, access=PAID)
     vip = unique("vip")

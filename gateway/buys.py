@@ -1,0 +1,63 @@
+"""Batches concurrent `buy` ops of a gateway process into one Redis round trip.
+
+Each attempt stays its own atomic `buy.lua` call; only the trip is shared. Nothing waits for a
+batch to fill: while one pipeline is in flight, new attempts queue, and the next pipeline takes
+them all, so batching adds no latency at low load and saves round trips at high load.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from engine.sales import Order, SaleLedger, answer_to_order
+
+log = logging.getLogger("liveroom.buys")
+
+
+class BuyBatcher:
+    def __init__(self, ledger: SaleLedger, *, enabled: bool = True, max_batch: int = 512) -> None:
+        self.ledger = ledger
+        self.enabled = enabled
+        self.max_batch = max_batch
+        self._queue: list[tuple[list[str], list[Any], asyncio.Future[bytes]]] = []
+        self._flushing = False
+        self.batches = 0
+        self.attempts = 0
+
+    async def buy(self, keys: list[str], args: list[Any]) -> Order:
+        self.attempts += 1
+        if not self.enabled:
+            return answer_to_order(await self.ledger.buy_script(keys=keys, args=args))
+        fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._queue.append((keys, args, fut))
+        if not self._flushing:
+            self._flushing = True
+            asyncio.get_running_loop().create_task(self._flush())
+        return answer_to_order(await fut)
+
+    async def _flush(self) -> None:
+        try:
+            while self._queue:
+                batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
+                self.batches += 1
+                try:
+                    async with self.ledger.redis.pipeline(transaction=False) as p:
+                        for keys, args, _ in batch:
+                            await self.ledger.buy_script(keys=keys, args=args, client=p)
+                        results = await p.execute(raise_on_error=False)
+                except Exception as exc:  # the whole trip failed: every caller learns it
+                    for _, _, fut in batch:
+                        if not fut.done():
+                            fut.set_exception(exc)
+                    continue
+                for (_, _, fut), result in zip(batch, results, strict=True):
+                    if fut.done():
+                        continue
+                    if isinstance(result, Exception):
+                        fut.set_exception(result)
+                    else:
+                        fut.set_result(result)
+        finally:
+            self._flushing = False

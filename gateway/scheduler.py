@@ -1,0 +1,69 @@
+"""Runs due timers (sale opens and ends, lottery draws); every process runs one.
+
+Several processes may see the same due timer: each transition is a conditional script that
+acts once, so running it twice is harmless, and a timer is removed only after it ran.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from redis.asyncio import Redis
+
+from engine.sales import SaleLedger
+from engine.settings import Settings
+from engine.timers import Timer, Timers
+
+log = logging.getLogger("liveroom.scheduler")
+
+Handler = Callable[[Timer, float], Awaitable[object]]
+
+
+class Scheduler:
+    def __init__(self, redis: Redis, settings: Settings, *, interval_s: float = 0.1) -> None:
+        self.timers = Timers(redis)
+        self.interval_s = interval_s
+        sales = SaleLedger(redis, settings)
+        self.handlers: dict[str, Handler] = {
+            "sale.open": lambda t, now: sales.open(t.room, t.id),
+            "sale.end": lambda t, now: sales.end(t.room, t.id, by="time", now=now),
+        }
+        self._task: asyncio.Task[None] | None = None
+
+    async def run_due(self, now: float) -> int:
+        ran = 0
+        for timer in await self.timers.due(now):
+            handler = self.handlers.get(timer.kind)
+            if handler is None:
+                continue  # a newer process's timer kind: leave it for that process
+            try:
+                await handler(timer, now)
+            except Exception:
+                log.exception("timer %s failed; it stays for a retry", timer.member)
+                continue
+            await self.timers.done(timer)
+            ran += 1
+        return ran
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.run_due(time.time())
+            except Exception as exc:
+                log.warning("scheduler: %s", exc)
+                await asyncio.sleep(1.0)
+            await asyncio.sleep(self.interval_s)
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="scheduler")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
