@@ -108,3 +108,13 @@ def stock(room: RoomId) -> str:
 def timers() -> str:
     """Sorted set: due time (ms) -> "kind|room|id" of timed transitions (process-wide)."""
     return PREFIX + "timers"
+
+
+def media_viewers(room: RoomId) -> str:
+    """Hash: media process id -> its WHEP session count for the room (see lua/online.lua)."""
+    return _room(room) + ":media"
+
+
+def media_viewers_expiry(room: RoomId) -> str:
+    """Hash: media process id -> ms timestamp after which its share of `media` is void."""
+    return _room(room) + ":media:exp"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from importlib import resources
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -176,7 +176,13 @@ def caller(request: Request) -> Identity:
 Caller = Annotated[Identity, Depends(caller)]
 
 
-def create_app(settings: Settings, redis: Redis) -> FastAPI:
+class MediaMount(Protocol):
+    """What the media role adds to the HTTP app (WHEP/WHIP routes); see media/."""
+
+    def mount(self, app: FastAPI) -> None: ...
+
+
+def create_app(settings: Settings, redis: Redis, *, media: MediaMount | None = None) -> FastAPI:
     app = FastAPI(
         title="liveroom",
         version="1",
@@ -370,6 +376,8 @@ def create_app(settings: Settings, redis: Redis) -> FastAPI:
     async def host_console(room: str) -> HTMLResponse:
         return HTMLResponse(_page("host.html"))
 
+    if media is not None:
+        media.mount(app)
     return app
 
 

@@ -18,6 +18,7 @@ from gateway.wsserver import Gateway
 log = logging.getLogger("liveroom")
 
 ROLES = ("all", "gateway", "api", "media")
+MEDIA_IN_ALL = False  # turned on when media/ is built
 
 
 async def serve(
@@ -38,14 +39,20 @@ async def serve(
     api_task: asyncio.Task[None] | None = None
     scheduler = Scheduler(redis, settings)
     scheduler.start()
+    media = None
     try:
+        if role == "media" or (role == "all" and MEDIA_IN_ALL):
+            from media.service import MediaService  # aiortc is heavy: only where media runs
+
+            media = MediaService(settings, redis)
+            await media.start()
         if role in ("all", "gateway"):
             gateway = Gateway(settings, redis)
             await gateway.start()
             log.info("gateway %s on ws://%s:%d", gateway.id, settings.host, gateway.port)
-        if role in ("all", "api"):
+        if role in ("all", "api", "media"):
             config = uvicorn.Config(
-                create_app(settings, redis),
+                create_app(settings, redis, media=media),
                 host=settings.host,
                 port=settings.http_port,
                 log_level="warning",
@@ -76,4 +83,6 @@ async def serve(
                 await asyncio.wait_for(api_task, 5)
             except (TimeoutError, asyncio.CancelledError):
                 pass
+        if media is not None:
+            await media.stop()
         await redis.aclose()
