@@ -29,6 +29,8 @@ class AccessDecision:
     """For previews: when access ends (epoch seconds)."""
     tier: str | None = None
     """The user's active membership tier (prices in flash sales), if any."""
+    muted_until: float = 0.0
+    """The user may not chat in this room before this time (epoch seconds)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,14 +59,21 @@ class Revocation:
     user: str
     room: RoomId | None
     reason: str
+    muted_until: float | None = None
+    """Set for a mute: no re-check, the connections just stop accepting danmaku."""
 
     def to_event(self) -> dict:
-        return {"user": self.user, "room": self.room, "reason": self.reason}
+        return {
+            "user": self.user,
+            "room": self.room,
+            "reason": self.reason,
+            "muted_until": self.muted_until,
+        }
 
 
 def decode_revocation(fields: dict[bytes, bytes]) -> Revocation:
     d = unpack_stored(fields[b"e"])
-    return Revocation(d["user"], d.get("room"), d.get("reason", ""))
+    return Revocation(d["user"], d.get("room"), d.get("reason", ""), d.get("muted_until"))
 
 
 def tier_rank(tier: str | None) -> int:
@@ -81,17 +90,19 @@ class EntitlementCheck:
         async with self.redis.pipeline(transaction=False) as p:
             p.get(keys.ticket(room.id, user))
             p.hgetall(keys.membership(user))
-            ticket, member = await p.execute()
+            p.get(keys.mute(room.id, user))
+            ticket, member, muted = await p.execute()
         m = _membership(member)
         tier = m.tier if m is not None and m.active(now) else None
+        mute = float(muted or 0)
         if identity.controls(room.id, room.owner):
             return AccessDecision("host", tier=tier)
         if not room.access.paid:
-            return AccessDecision("free", tier=tier)
+            return AccessDecision("free", tier=tier, muted_until=mute)
         if ticket is not None and (float(ticket) == 0 or float(ticket) > now):
-            return AccessDecision("ticket", tier=tier)
+            return AccessDecision("ticket", tier=tier, muted_until=mute)
         if tier is not None and tier in room.access.tiers:
-            return AccessDecision("member", tier=tier)
+            return AccessDecision("member", tier=tier, muted_until=mute)
         if room.access.preview_seconds > 0:
             # The preview clock starts at the user's first connection and never restarts.
             key = keys.preview(room.id)
@@ -99,7 +110,7 @@ class EntitlementCheck:
             first = float(await self.redis.hget(key, user) or now)
             ends = first + room.access.preview_seconds
             if now < ends:
-                return AccessDecision("preview", ends, tier)
+                return AccessDecision("preview", ends, tier, mute)
             raise NotEntitled("your free preview of this room is over")
         raise NotEntitled("this room is paid: a ticket or a listed membership is required")
 
@@ -135,6 +146,16 @@ class EntitlementCheck:
         existed = bool(await self.redis.delete(keys.membership(user)))
         await self._announce(Revocation(user, None, "membership removed"))
         return existed
+
+    async def mute(self, room: RoomId, user: str, seconds: int, *, now: float) -> float:
+        """Mute ``user`` in ``room`` for ``seconds`` (0 lifts it); open open connections learn it."""
+        until = now + seconds if seconds > 0 else 0.0
+        if seconds > 0:
+            await self.redis.set(keys.mute(room, user), repr(until), ex=seconds)
+        else:
+            await self.redis.delete(keys.mute(room, user))
+        await self._announce(Revocation(user, room, "muted", until))
+        return until
 
     async def _announce(self, r: Revocation) -> None:
         await self.redis.xadd(

@@ -33,26 +33,37 @@ class RoomCounters:
         like_deltas: dict[RoomId, int],
         online_counts: dict[RoomId, int] | None,
         now_ms: int,
+        *,
+        danmaku_deltas: dict[RoomId, int] | None = None,
+        new_viewers: dict[RoomId, set[str]] | None = None,
     ) -> dict[RoomId, RoomTotals]:
-        """Add like deltas, optionally report online counts; return every room's totals."""
+        """Add like deltas, optionally report online counts; return every room's totals.
+
+        Danmaku counts and newly admitted viewers (for unique-viewer stats) ride along in the
+        same round trip; their replies are not needed."""
         rooms = list(like_deltas)
         if online_counts:
             rooms += [r for r in online_counts if r not in like_deltas]
-        if not rooms:
+        if not rooms and not danmaku_deltas and not new_viewers:
             return {}
         async with self.redis.pipeline(transaction=False) as p:
+            for room, n in (danmaku_deltas or {}).items():
+                p.incrby(keys.danmaku_count(room), n)
+            for room, users in (new_viewers or {}).items():
+                p.pfadd(keys.unique_viewers(room), *users)
+            extra = len(danmaku_deltas or {}) + len(new_viewers or {})
             for room in rooms:
                 p.incrby(keys.likes(room), like_deltas.get(room, 0))
                 p.hgetall(keys.stock(room))
                 if online_counts is not None and room in online_counts:
                     await self._online(
-                        keys=[keys.online(room), keys.online_expiry(room)],
+                        keys=[keys.online(room), keys.online_expiry(room), keys.peak_online(room)],
                         args=[self.gateway_id, online_counts[room], now_ms, self.online_ttl_ms],
                         client=p,
                     )
             replies = await p.execute()
         out: dict[RoomId, RoomTotals] = {}
-        i = 0
+        i = extra
         for room in rooms:
             likes = int(replies[i])
             stock = {k.decode(): int(v) for k, v in replies[i + 1].items()}

@@ -118,3 +118,18 @@ def media_viewers(room: RoomId) -> str:
 def media_viewers_expiry(room: RoomId) -> str:
     """Hash: media process id -> ms timestamp after which its share of `media` is void."""
     return _room(room) + ":media:exp"
+
+
+def mute(room: RoomId, user: str) -> str:
+    """String with TTL: ``user`` may not chat in ``room`` until it expires (value: until, s)."""
+    return _room(room) + f":mute:{user}"
+
+
+def peak_online(room: RoomId) -> str:
+    """String: the highest online total ever reported for the room."""
+    return _room(room) + ":peak"
+
+
+def unique_viewers(room: RoomId) -> str:
+    """HyperLogLog: every user admitted to the room."""
+    return _room(room) + ":uniq"

@@ -59,6 +59,8 @@ class Settings:
     """Window for `bad_message_limit`."""
     danmaku_max_chars: int = 200
     """Longest danmaku accepted (`too_long` beyond)."""
+    blocked_words: str = ""
+    """Comma-separated words a danmaku may not contain (`blocked`), matched case-insensitively."""
     danmaku_rate: float = 2.0
     """Sustained danmaku per second per connection."""
     danmaku_burst: int = 10

@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field
 from redis.asyncio import Redis
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from engine import keys
 from engine.access import EntitlementCheck, Membership
 from engine.bus import RoomBus
 from engine.codec import SUBPROTOCOLS
@@ -125,6 +126,44 @@ class OrderOut(BaseModel):
     unit_price_cents: int
     total_cents: int
     ts: float
+
+
+class NoticeIn(BaseModel):
+    text: str = Field(..., min_length=1, max_length=500)
+
+
+class NoticeOut(BaseModel):
+    id: str
+    text: str
+
+
+class MuteIn(BaseModel):
+    user: str = Field(..., pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    seconds: int = Field(..., ge=0, le=30 * 86400, description="0 lifts the mute")
+
+
+class MuteOut(BaseModel):
+    room: str
+    user: str
+    muted_until: float
+
+
+class SaleStats(BaseModel):
+    sale: str
+    status: str
+    sold: int
+    revenue_cents: int
+    buyers: int
+
+
+class StatsOut(BaseModel):
+    room: str
+    online: int
+    peak_online: int
+    unique_viewers: int
+    danmaku: int
+    likes: int
+    sales: list[SaleStats]
 
 
 class ErrorOut(BaseModel):
@@ -338,6 +377,58 @@ def create_app(settings: Settings, redis: Redis, *, media: MediaMount | None = N
         await sales.get(record.id, sale)
         await sales.end(record.id, sale, by="host")
         return await sales.get(record.id, sale)
+
+    @app.post(
+        "/api/rooms/{room}/notices", status_code=201, response_model=NoticeOut, tags=["rooms"]
+    )
+    async def post_notice(room: str, body: NoticeIn, who: Caller) -> dict[str, Any]:
+        """Post a notice to the room; emits `notice {text}` (a history event)."""
+        record = await controlled(room, who)
+        text = body.text.strip()
+        if not text:
+            raise InvalidBody("`text` must not be blank")
+        event_id = await bus.publish(record.id, {"type": "notice", "text": text, "ts": time.time()})
+        return {"id": event_id, "text": text}
+
+    @app.post("/api/rooms/{room}/mutes", response_model=MuteOut, tags=["rooms"])
+    async def post_mute(room: str, body: MuteIn, who: Caller) -> dict[str, Any]:
+        """Mute a user in the room for `seconds` (0 lifts it): `danmaku` gets `muted`."""
+        record = await controlled(room, who)
+        until = await access.mute(record.id, body.user, body.seconds, now=time.time())
+        return {"room": record.id, "user": body.user, "muted_until": until}
+
+    @app.get("/api/rooms/{room}/stats", response_model=StatsOut, tags=["rooms"])
+    async def stats(room: str, who: Caller) -> dict[str, Any]:
+        """Counters: online, peak, unique viewers, danmaku, likes, and per sale."""
+        record = await controlled(room, who)
+        likes, online = await counters.snapshot(record.id, int(time.time() * 1000))
+        async with redis.pipeline(transaction=False) as p:
+            p.get(keys.peak_online(record.id))
+            p.pfcount(keys.unique_viewers(record.id))
+            p.get(keys.danmaku_count(record.id))
+            p.zrange(keys.sales(record.id), 0, -1)
+            peak, uniq, chats, sale_ids = await p.execute()
+        per_sale = []
+        for sid in sale_ids:
+            sale = await sales.get(record.id, sid.decode())
+            per_sale.append(
+                {
+                    "sale": sale["id"],
+                    "status": sale["status"],
+                    "sold": sale["sold"],
+                    "revenue_cents": sale["revenue_cents"],
+                    "buyers": sale["buyers"],
+                }
+            )
+        return {
+            "room": record.id,
+            "online": online,
+            "peak_online": max(int(peak or 0), online),
+            "unique_viewers": int(uniq),
+            "danmaku": int(chats or 0),
+            "likes": likes,
+            "sales": per_sale,
+        }
 
     @app.get("/api/config", response_model=ConfigOut, tags=["meta"])
     async def config(request: Request) -> dict[str, Any]:

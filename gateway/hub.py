@@ -60,6 +60,7 @@ class Conn:
         "bad",
         "timers",
         "tier",
+        "muted_until",
         "preview_timer",
     )
 
@@ -89,6 +90,7 @@ class Conn:
         self.bad = WindowCounter(settings.bad_message_limit, settings.bad_message_window_s)
         self.timers: list[asyncio.TimerHandle] = []
         self.tier: str | None = None
+        self.muted_until = 0.0
         self.preview_timer: asyncio.TimerHandle | None = None
 
     def access_allows_chat(self) -> bool:
@@ -115,13 +117,25 @@ class Conn:
 
 
 class LocalRoom:
-    __slots__ = ("id", "conns", "batch", "like_delta", "likes", "online", "reported_online")
+    __slots__ = (
+        "id",
+        "conns",
+        "batch",
+        "like_delta",
+        "danmaku_delta",
+        "new_viewers",
+        "likes",
+        "online",
+        "reported_online",
+    )
 
     def __init__(self, room: RoomId) -> None:
         self.id = room
         self.conns: set[Conn] = set()
         self.batch = RoomBatch()
         self.like_delta = 0
+        self.danmaku_delta = 0
+        self.new_viewers: set[str] = set()
         self.likes: int | None = None
         self.online: int | None = None
         self.reported_online = -1
@@ -149,6 +163,7 @@ class RoomHub:
         if room is None:
             room = self.rooms[conn.room] = LocalRoom(conn.room)
         room.conns.add(conn)
+        room.new_viewers.add(conn.identity.user)
         self.by_user.setdefault(conn.identity.user, set()).add(conn)
         return room
 
@@ -183,6 +198,11 @@ class RoomHub:
         room = self.rooms.get(room_id)
         if room is not None:
             room.batch.add_history(events)
+
+    def count_danmaku(self, room_id: RoomId) -> None:
+        room = self.rooms.get(room_id)
+        if room is not None:
+            room.danmaku_delta += 1
 
     def add_likes(self, room_id: RoomId, n: int) -> None:
         room = self.rooms.get(room_id)
@@ -263,18 +283,28 @@ class RoomHub:
             if room.like_delta or full:
                 deltas[room.id] = room.like_delta
         online = {r.id: len(r.conns) for r in self.rooms.values()} if full else None
-        if not deltas and not online:
+        chats = {r.id: r.danmaku_delta for r in self.rooms.values() if r.danmaku_delta}
+        viewers = {r.id: r.new_viewers for r in self.rooms.values() if r.new_viewers}
+        if not deltas and not online and not chats and not viewers:
             return
         taken = {rid: d for rid, d in deltas.items()}
         for rid in taken:
             self.rooms[rid].like_delta -= taken[rid]
+        for rid in chats:
+            self.rooms[rid].danmaku_delta = 0
+        for rid in viewers:
+            self.rooms[rid].new_viewers = set()
         try:
-            totals = await self.counters.sync(taken, online, int(now * 1000))
+            totals = await self.counters.sync(
+                taken, online, int(now * 1000), danmaku_deltas=chats, new_viewers=viewers
+            )
         except Exception:
-            for rid, d in taken.items():  # give the deltas back; nothing is lost
+            for rid in set(taken) | set(chats) | set(viewers):  # give it all back: nothing lost
                 room = self.rooms.get(rid)
                 if room is not None:
-                    room.like_delta += d
+                    room.like_delta += taken.get(rid, 0)
+                    room.danmaku_delta += chats.get(rid, 0)
+                    room.new_viewers |= viewers.get(rid, set())
             raise
         for rid, t in totals.items():
             room = self.rooms.get(rid)
@@ -296,7 +326,14 @@ class RoomHub:
         if online is not None:
             for rid, count in online.items():
                 room = self.rooms.get(rid)
-                if room is not None and count == 0 and not room.conns and not room.like_delta:
+                if (
+                    room is not None
+                    and count == 0
+                    and not room.conns
+                    and not room.like_delta
+                    and not room.danmaku_delta
+                    and not room.new_viewers
+                ):
                     del self.rooms[rid]
                     for cb in self.on_room_empty:
                         cb(rid)

@@ -35,6 +35,7 @@ from engine.errors import (
     BadRequest,
     Empty,
     LiveroomError,
+    Muted,
     NotEntitled,
     NotFound,
     RateLimited,
@@ -95,6 +96,9 @@ class Gateway:
         self.counters = RoomCounters(redis, self.id, settings.online_ttl_ms)
         self.hub = RoomHub(settings, self.counters)
         self.sales = SaleLedger(redis, settings)
+        self.blocked_words = tuple(
+            w.strip().casefold() for w in settings.blocked_words.split(",") if w.strip()
+        )
         self.buys = BuyBatcher(self.sales, enabled=settings.buy_batching)
         # The reader's XREAD BLOCK holds a connection; it gets a client of its own.
         self._reader_redis = connect(settings.redis_url, socket_timeout=None, max_connections=4)
@@ -238,6 +242,7 @@ class Gateway:
         sp = negotiate([ws.subprotocol] if ws.subprotocol else [])
         conn = Conn(ws, join.identity, join.room.id, sp, join.decision.kind, self.settings, now)
         conn.tier = join.decision.tier
+        conn.muted_until = join.decision.muted_until
         key = (join.room.id, join.identity.user)
         self._user_conns[key] += 1
         local = self.hub.attach(conn)
@@ -276,6 +281,11 @@ class Gateway:
         """Reader callback: re-check the access of every local connection concerned."""
         for _, fields in entries:
             r = decode_revocation(fields)
+            if r.muted_until is not None:
+                for conn in self.hub.by_user.get(r.user, ()):
+                    if conn.room == r.room:
+                        conn.muted_until = r.muted_until
+                continue
             for conn in list(self.hub.by_user.get(r.user, ())):
                 if conn.access in ("host", "free") or (r.room is not None and r.room != conn.room):
                     continue
@@ -417,6 +427,11 @@ class Gateway:
             raise TooLong(f"danmaku longer than {self.settings.danmaku_max_chars} characters")
         if not conn.access_allows_chat():
             raise NotEntitled("preview viewers may not chat")
+        if now < conn.muted_until:
+            raise Muted(f"you are muted here for {conn.muted_until - now:.0f} more seconds")
+        lowered = text.casefold()
+        if any(word in lowered for word in self.blocked_words):
+            raise LiveroomError("this message contains a blocked word", code="blocked")
         if not conn.danmaku_bucket.take(now):
             raise RateLimited("sending danmaku too fast")
         event = {
@@ -426,4 +441,5 @@ class Gateway:
             "ts": now,
         }
         event_id = await self.bus.publish(conn.room, event)
+        self.hub.count_danmaku(conn.room)
         return {"type": "ack", "ref": op.ref, "id": event_id}

@@ -2,6 +2,7 @@
 --
 -- KEYS[1]  hash gateway -> count
 -- KEYS[2]  hash gateway -> expiry (ms)
+-- KEYS[3]  (optional) the room's peak online total, raised when this total passes it
 -- ARGV[1]  gateway id
 -- ARGV[2]  this gateway's local count (0 removes its share)
 -- ARGV[3]  now (ms, the caller's clock)
@@ -27,5 +28,8 @@ for i = 1, #exp, 2 do
   else
     total = total + tonumber(redis.call('HGET', KEYS[1], exp[i]) or '0')
   end
+end
+if KEYS[3] and total > tonumber(redis.call('GET', KEYS[3]) or '0') then
+  redis.call('SET', KEYS[3], total)
 end
 return total
