@@ -148,7 +148,7 @@ class EntitlementCheck:
         return existed
 
     async def mute(self, room: RoomId, user: str, seconds: int, *, now: float) -> float:
-        """Mute ``user`` in ``room`` for ``seconds`` (0 lifts it); open open connections learn it."""
+        """Mute ``user`` in ``room`` for ``seconds`` (0 lifts it); connections learn it now."""
         until = now + seconds if seconds > 0 else 0.0
         if seconds > 0:
             await self.redis.set(keys.mute(room, user), repr(until), ex=seconds)
