@@ -69,6 +69,8 @@ class Settings:
     """Sustained likes per second per connection; more are dropped silently."""
     like_burst: int = 2_000
     """Likes a connection may send at once."""
+    max_inflight_buys: int = 32
+    """`buy` ops of one connection handled at once (more wait their turn)."""
     buy_batching: bool = True
     """Share one Redis round trip among concurrent `buy` ops (each stays atomic)."""
     replay_chunk: int = 500

@@ -363,28 +363,72 @@ class Gateway:
 
     async def _serve(self, conn: Conn) -> None:
         s = self.settings
-        async for message in conn.ws:
-            now = time.time()
-            ref = None
-            try:
-                value = decode_message(
-                    message, max_bytes=s.max_message_bytes, max_depth=s.max_depth
-                )
-                ref = ops.ref_of(value)
-                op = ops.parse_op(value)
-                reply = await self._handle(conn, op, now)
-                if reply is not None:
-                    conn.send([reply])
-            except LiveroomError as exc:
-                err = {"type": "error", "code": exc.code, "message": exc.message}
-                if ref is not None:
-                    err["ref"] = ref
-                conn.send([err])
-                if exc.code == BadRequest.code and conn.bad.hit(now):
-                    await conn.ws.close(1008, "too many bad messages")
-                    return
+        # `buy` ops of one connection may overlap (a player resending, a bot pipelining): up
+        # to `max_inflight_buys` run at once, each answered by its ref. Everything else is
+        # handled in order, so one connection's danmaku keep their order.
+        slots = asyncio.Semaphore(s.max_inflight_buys)
+        tasks: set[asyncio.Task[None]] = set()
+        try:
+            async for message in conn.ws:
+                now = time.time()
+                ref = None
+                try:
+                    value = decode_message(
+                        message, max_bytes=s.max_message_bytes, max_depth=s.max_depth
+                    )
+                    ref = ops.ref_of(value)
+                    op = ops.parse_op(value)
+                    if isinstance(op, ops.Buy):
+                        await slots.acquire()
+                        task = asyncio.ensure_future(self._answer(conn, op, now, ref, slots))
+                        tasks.add(task)
+                        task.add_done_callback(tasks.discard)
+                        continue
+                    reply = await self._handle(conn, op, now)
+                    if reply is not None:
+                        conn.send([reply])
+                except LiveroomError as exc:
+                    if self._refuse(conn, exc, ref, now):
+                        await conn.ws.close(1008, "too many bad messages")
+                        return
+        finally:
+            for task in tasks:
+                task.cancel()
+
+    async def _answer(
+        self, conn: Conn, op: ops.Op, now: float, ref: str | None, slot: asyncio.Semaphore
+    ) -> None:
+        try:
+            reply = await self._handle(conn, op, now)
+            if reply is not None:
+                conn.send([reply])
+        except LiveroomError as exc:
+            if self._refuse(conn, exc, ref, now):
+                conn.close(1008, "too many bad messages")
+        finally:
+            slot.release()
+
+    def _refuse(self, conn: Conn, exc: LiveroomError, ref: str | None, now: float) -> bool:
+        """Send an `error`; True when this bad message is one too many (close 1008)."""
+        err = {"type": "error", "code": exc.code, "message": exc.message}
+        if ref is not None:
+            err["ref"] = ref
+        conn.send([err])
+        return exc.code == BadRequest.code and conn.bad.hit(now)
 
     async def _handle(self, conn: Conn, op: ops.Op, now: float) -> dict | None:
+        try:
+            return await self._dispatch(conn, op, now)
+        except LiveroomError:
+            raise
+        except RedisError as exc:
+            log.warning("%s failed on redis: %s", type(op).__name__, exc)
+            raise Unavailable("state is unreachable for a moment; resend (same ref)") from None
+        except Exception:
+            log.exception("%s failed", type(op).__name__)
+            raise LiveroomError("internal error; resend (same ref)", code="internal") from None
+
+    async def _dispatch(self, conn: Conn, op: ops.Op, now: float) -> dict | None:
         if isinstance(op, ops.Like):
             got = conn.like_bucket.take_up_to(now, op.count)
             if got:
@@ -412,11 +456,7 @@ class Gateway:
         keys_, args = self.sales.buy_call(
             conn.room, op.sale, conn.identity.user, op.ref, op.qty, conn.tier, now
         )
-        try:
-            order = await self.buys.buy(keys_, args)
-        except RedisError as exc:
-            log.warning("buy failed on redis: %s", exc)
-            raise Unavailable("the sale could not be reached; resend the same ref") from None
+        order = await self.buys.buy(keys_, args)
         return {"type": "ack", "ref": op.ref, "order": order.to_dict()}
 
     async def _danmaku(self, conn: Conn, op: ops.Danmaku, now: float) -> dict:

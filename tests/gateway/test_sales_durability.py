@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 from pathlib import Path
 
+from websockets.exceptions import ConnectionClosed
+
 from gateway.client import ClientError, ConnectionClosedByServer, LiveroomClient
 from gateway.redis_server import RedisServer
 from tests.gateway.test_sales import create_sale, get_orders, get_sale
@@ -62,7 +64,12 @@ async def test_gateway_sigkill_mid_sale_every_order_is_known_to_its_buyer(api: A
         c = LiveroomClient(g1.ws_url, room, token(user), resume=False)
         await c.connect()
         with contextlib.suppress(
-            ClientError, ConnectionClosedByServer, asyncio.TimeoutError, ConnectionError, OSError
+            ClientError,
+            ConnectionClosedByServer,
+            asyncio.TimeoutError,
+            ConnectionError,
+            OSError,
+            ConnectionClosed,
         ):
             for k in range(10_000):
                 ref = f"{user}-{k}"
