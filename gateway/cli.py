@@ -63,12 +63,6 @@ def cmd_token(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from gateway.runner import serve
 
-    if args.role == "media":
-        print(
-            "liveroom: the media role is not built yet (WHEP/WHIP); run gateway and api",
-            file=sys.stderr,
-        )
-        return 2
     settings = _settings(args).check()
     _run(serve(settings, args.role))
     return 0

@@ -1,0 +1,58 @@
+"""Prometheus metrics of the media role, read from the services when scraped (free when idle).
+
+They appear in the HTTP app's ``GET /metrics`` (the process-wide registry).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from prometheus_client import REGISTRY
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+if TYPE_CHECKING:
+    from media.service import MediaService
+
+
+class _MediaCollector:
+    def __init__(self) -> None:
+        self.services: list[MediaService] = []
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        sessions = GaugeMetricFamily(
+            "liveroom_media_sessions", "open media sessions", labels=["kind"]
+        )
+        encoders = GaugeMetricFamily(
+            "liveroom_media_encoders", "running room encoders (one per room and codec)"
+        )
+        rooms = GaugeMetricFamily("liveroom_media_rooms", "rooms with media in this process")
+        encoded = CounterMetricFamily("liveroom_media_frames_encoded", "frames encoded")
+        skips = CounterMetricFamily(
+            "liveroom_media_viewer_skips", "times a lagging viewer skipped to a keyframe"
+        )
+        refused = CounterMetricFamily(
+            "liveroom_media_refused", "sessions refused by a limit", labels=["limit"]
+        )
+        st = [s.stats() for s in self.services]
+        sessions.add_metric(["whep"], sum(x["sessions"]["whep"] for x in st))
+        sessions.add_metric(["whip"], sum(x["sessions"]["whip"] for x in st))
+        encoders.add_metric([], sum(x["encoders"] for x in st))
+        rooms.add_metric([], sum(len(x["rooms"]) for x in st))
+        encoded.add_metric([], sum(x["frames_encoded"] for x in st))
+        skips.add_metric([], sum(x["viewer_skips"] for x in st))
+        for limit in ("process", "user"):
+            refused.add_metric([limit], sum(s.book.refused[limit] for s in self.services))
+        yield from (sessions, encoders, rooms, encoded, skips, refused)
+
+
+_collector = _MediaCollector()
+REGISTRY.register(_collector)
+
+
+def watch(service: MediaService) -> None:
+    _collector.services.append(service)
+
+
+def unwatch(service: MediaService) -> None:
+    if service in _collector.services:
+        _collector.services.remove(service)
