@@ -47,7 +47,14 @@ class UnsupportedMediaType(LiveroomError):
     status = 415
 
 
-class MethodNotSupported(LiveroomError):
+class MethodNotAllowed(LiveroomError):
+    """This endpoint does not take this method."""
+
+    code = "method_not_allowed"
+    status = 405
+
+
+class MethodNotSupported(MethodNotAllowed):
     """This WHEP/WHIP method is not supported (trickle ICE and ICE restarts)."""
 
     code = "not_supported"

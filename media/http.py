@@ -7,6 +7,7 @@ so that a page on another origin can read why it was refused.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request
@@ -15,7 +16,7 @@ from fastapi.responses import JSONResponse, Response
 from engine.errors import Forbidden, LiveroomError, NotFound, Unauthorized
 from engine.ids import RoomId, is_valid_id
 from engine.tokens import Identity, Role, verify
-from media.errors import MethodNotSupported, TooLarge, UnsupportedMediaType
+from media.errors import MethodNotAllowed, MethodNotSupported, TooLarge, UnsupportedMediaType
 from media.sessions import SessionKind
 
 if TYPE_CHECKING:
@@ -140,11 +141,23 @@ def mount_routes(app: FastAPI, svc: MediaService) -> None:
         """End a WHIP ingest; the room falls back to its built-in source, if any."""
         return await delete("whip", sid)
 
+    def not_allowed(allow: str) -> Callable[[], Response]:
+        def answer() -> Response:
+            return _error(MethodNotAllowed(f"this endpoint takes {allow}"), {"Allow": allow})
+
+        return answer
+
     for path in ("/whep/rooms/{room}", "/whip/rooms/{room}"):
         app.add_api_route(path, preflight, methods=["OPTIONS"], include_in_schema=False)
+        app.add_api_route(
+            path, not_allowed("POST, OPTIONS"), methods=["GET", "PUT"], include_in_schema=False
+        )
     for path in ("/whep/sessions/{sid}", "/whip/sessions/{sid}"):
         app.add_api_route(path, preflight, methods=["OPTIONS"], include_in_schema=False)
         app.add_api_route(path, unsupported, methods=["PATCH"], include_in_schema=False)
+        app.add_api_route(
+            path, not_allowed("DELETE, OPTIONS"), methods=["GET", "PUT"], include_in_schema=False
+        )
 
     @app.get("/media/stats", tags=["media"])
     async def media_stats(request: Request) -> Response:

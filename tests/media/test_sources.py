@@ -1,0 +1,78 @@
+"""Room sources: the pattern's bar code survives encoding; files are demuxed (not decoded),
+looped with a timeline that keeps going, and refused when they cannot be sent as they are."""
+
+from __future__ import annotations
+
+import fractions
+import time
+from pathlib import Path
+
+import av
+import pytest
+
+from media.sources import FileSource, PatternSource, read_barcode, stamp_barcode
+
+
+def _write(path: Path, encoder: str, frames: int = 15, fps: int = 30) -> None:
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream(encoder, rate=fps)
+        stream.width, stream.height, stream.pix_fmt = 160, 120, "yuv420p"
+        stream.time_base = fractions.Fraction(1, fps)
+        stream.codec_context.gop_size = 5
+        if encoder == "libx264":
+            stream.codec_context.profile = "Baseline"
+            stream.codec_context.options = {"preset": "ultrafast", "tune": "zerolatency"}
+        src = PatternSource(160, 120, fps, worker=None)  # type: ignore[arg-type]
+        for n in range(frames):
+            frame = src._render(n)
+            frame.pts = n
+            frame.pict_type = av.video.frame.PictureType.NONE
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+
+
+def test_barcode_round_trip() -> None:
+    src = PatternSource(320, 240, 30, worker=None)  # type: ignore[arg-type]
+    frame = src._render(0)
+    for value in (0, 1, 12345, (1 << 24) - 1):
+        stamp_barcode(frame, value)
+        assert read_barcode(frame) == value
+
+
+@pytest.mark.parametrize(
+    ("name", "encoder", "codec"),
+    [("a.ts", "libx264", "H264"), ("a.mp4", "libx264", "H264"), ("a.webm", "libvpx", "VP8")],
+)
+async def test_file_is_looped_on_a_continuing_timeline(
+    tmp_path: Path, name: str, encoder: str, codec: str
+) -> None:
+    path = tmp_path / name
+    _write(path, encoder)
+    src = FileSource(str(path))
+    assert src.codec == codec
+    t0 = time.monotonic()
+    items = [await src.next() for _ in range(40)]  # 15-frame file: looped twice
+    took = time.monotonic() - t0
+    assert all(i is not None and i.packet is not None for i in items)
+    times = [i.at for i in items]  # type: ignore[union-attr]
+    assert times == sorted(times)
+    assert 39 / 30 - 0.1 < times[-1] - times[0] < 39 / 30 + 0.1  # paced at the file's rate
+    assert took > 1.0
+    assert src.loops == 2
+    assert items[0].keyframe and items[15].keyframe  # type: ignore[union-attr]
+    data = bytes(items[0].packet)  # type: ignore[union-attr]
+    if codec == "H264":
+        assert data.startswith((b"\x00\x00\x00\x01", b"\x00\x00\x01"))  # Annex B, even from MP4
+    dec = av.CodecContext.create(codec.lower(), "r")
+    decoded = [f for i in items[:15] for f in dec.decode(i.packet)]  # type: ignore[union-attr]
+    assert [read_barcode(f) for f in decoded[:3]] == [0, 1, 2]
+    src.close()
+
+
+def test_files_that_cannot_be_sent_as_they_are_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        FileSource(str(tmp_path / "missing.ts"))
+    mpeg4 = tmp_path / "old.mkv"
+    _write(mpeg4, "mpeg4")
+    with pytest.raises(ValueError, match="H.264 or VP8"):
+        FileSource(str(mpeg4))
