@@ -18,7 +18,7 @@ from gateway.wsserver import Gateway
 log = logging.getLogger("liveroom")
 
 ROLES = ("all", "gateway", "api", "media")
-MEDIA_IN_ALL = False  # turned on when media/ is built
+MEDIA_IN_ALL = True  # `liveroom up` serves WHEP/WHIP for the demo room
 
 
 async def serve(

@@ -105,7 +105,10 @@ class MediaService:
                 await self._report_task
             except (asyncio.CancelledError, Exception):
                 pass
-        await self._report_counts(final=True)
+        try:
+            await self._report_counts(final=True)  # our viewers leave the counts now, not at ttl
+        except (RedisError, OSError):
+            pass
         await self.reader.stop()
         await self._reader_redis.aclose()
         for t in list(self._tasks):
