@@ -12,6 +12,8 @@ import fractions
 import threading
 
 import av
+from aiortc.codecs.h264 import H264Encoder
+from aiortc.codecs.vpx import Vp8Encoder
 from av.video.frame import PictureType, VideoFrame
 
 from media.settings import MediaSettings
@@ -19,6 +21,23 @@ from media.settings import MediaSettings
 TIME_BASE = fractions.Fraction(1, 90_000)
 
 _LIBRARY = {"H264": "libx264", "VP8": "libvpx"}
+
+
+class Packetizer:
+    """RTP payloads of one encoded stream, cut once for every viewer (aiortc's own cutting,
+    which it would otherwise repeat in every viewer's sender)."""
+
+    def __init__(self, codec: str) -> None:
+        self.codec = codec
+        self._picture_id = 0
+
+    def payloads(self, data: bytes) -> list[bytes]:
+        if self.codec == "H264":
+            return H264Encoder._packetize(H264Encoder._split_bitstream(data))
+        # VP8 descriptors number pictures: one sequence per stream, the same for all viewers
+        # (a viewer that skips frames sees a gap, like packet loss, and resumes at a keyframe).
+        self._picture_id = (self._picture_id + 1) % (1 << 15)
+        return Vp8Encoder._packetize(data, self._picture_id)
 
 
 class VideoEncoder:

@@ -7,9 +7,11 @@ so it is bounded by ``capacity`` without a copy per viewer: a viewer that falls 
 instead of growing memory or pacing the room. New viewers also start at a keyframe.
 
 ``Feed`` and ``ViewerTrack`` are the asyncio side: a feed wakes every waiting viewer once per
-published frame; a viewer track is what aiortc's ``RTCRtpSender`` reads. It returns
-``av.Packet`` objects, which aiortc only packetizes (``Encoder.pack``), never encodes.
-aiortc's own ``MediaRelay`` keeps an unbounded queue per consumer; this must never do that.
+published frame; a viewer track is what aiortc's ``RTCRtpSender`` reads. Frames are published
+already cut into RTP payloads (``EncodedFrame``), and each viewer's sender is given a
+``SharedPacker`` in place of its encoder, so a sender neither encodes nor re-cuts: it only adds
+its own RTP header and SRTP. aiortc's ``MediaRelay`` keeps an unbounded queue per consumer;
+this must never do that.
 """
 
 from __future__ import annotations
@@ -21,9 +23,41 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from aiortc import RTCRtpSender
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedFrame:
+    """One encoded frame of a room stream, cut into RTP payloads once for every viewer."""
+
+    payloads: list[bytes]
+    timestamp: int
+    """RTP timestamp (90 kHz room clock); each sender adds its own random origin."""
+    keyframe: bool
+    size: int
+
+
+class SharedPacker:
+    """Stands in for the encoder of a viewer's ``RTCRtpSender`` (aiortc calls ``pack`` for
+    anything that is not a raw frame): frames come encoded and cut, so packing is handing over.
+    """
+
+    def pack(self, frame: EncodedFrame) -> tuple[list[bytes], int]:
+        return frame.payloads, frame.timestamp
+
+    def encode(self, frame: object, force_keyframe: bool = False) -> tuple[list[bytes], int]:
+        raise TypeError("a shared feed never hands raw frames to a viewer's sender")
+
+
+def attach_sender(sender: RTCRtpSender, feed: Feed) -> None:
+    """Make ``sender`` a pure writer of ``feed``: no encoder of its own (aiortc creates one
+    lazily, only if none is set), and keyframe requests (PLI/FIR) go to the room's encoder,
+    which rate-limits them. Both hooks are aiortc 1.x internals, covered by the media tests."""
+    sender._RTCRtpSender__encoder = SharedPacker()  # type: ignore[attr-defined]
+    sender._send_keyframe = feed.request_keyframe  # type: ignore[method-assign]
 
 
 @dataclass(slots=True)
@@ -102,14 +136,14 @@ class Feed:
         request_keyframe: Callable[[], None] = lambda: None,
     ) -> None:
         self.codec = codec
-        self.ring: FrameRing[object] = FrameRing(capacity)
+        self.ring: FrameRing[EncodedFrame] = FrameRing(capacity)
         self.viewers: set[ViewerTrack] = set()
         self._changed = asyncio.Event()
         self._request_keyframe = request_keyframe
         self.frames = 0
 
-    def publish(self, packet: object, keyframe: bool) -> None:
-        self.ring.publish(packet, keyframe)
+    def publish(self, frame: EncodedFrame) -> None:
+        self.ring.publish(frame, frame.keyframe)
         self.frames += 1
         # Event.set() resolves every waiter's own future; clear() re-arms it for the next frame.
         self._changed.set()
@@ -139,7 +173,7 @@ class ViewerTrack(MediaStreamTrack):
         self.first_frame_at: float | None = None
         feed.viewers.add(self)
 
-    async def recv(self) -> object:  # type: ignore[override]
+    async def recv(self) -> EncodedFrame:  # type: ignore[override]
         if self.readyState != "live":
             raise MediaStreamError
         feed = self.feed
@@ -151,11 +185,11 @@ class ViewerTrack(MediaStreamTrack):
         cur = self.cursor
         while True:
             skips = cur.skips
-            packet = feed.ring.read(cur)
-            if packet is not None:
+            frame = feed.ring.read(cur)
+            if frame is not None:
                 if self.first_frame_at is None:
                     self.first_frame_at = time.monotonic()
-                return packet
+                return frame
             if cur.skips != skips:
                 feed.request_keyframe()
             await feed.wait()

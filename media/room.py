@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from av.video.frame import VideoFrame
 
 from engine.ids import RoomId
-from media.encoder import TIME_BASE, VideoEncoder
-from media.fanout import Feed
+from media.encoder import TIME_BASE, Packetizer, VideoEncoder
+from media.fanout import EncodedFrame, Feed
 from media.settings import MediaSettings
 from media.sources import IngestSource, Source, SourceItem, open_builtin
 
@@ -57,6 +57,7 @@ class RoomMedia:
         self.builtin_spec = builtin
         self.feeds: dict[FeedKey, Feed] = {}
         self.encoders: dict[FeedKey, VideoEncoder] = {}
+        self.packetizers: dict[FeedKey, Packetizer] = {}
         self.ingest: IngestSource | None = None
         self.ingest_owner: str | None = None
         self.counters = RoomCounters()
@@ -124,6 +125,7 @@ class RoomMedia:
         if feed is None:
             feed = Feed(codec, self.settings.viewer_queue_frames)
             self.feeds[key] = feed
+            self.packetizers[key] = Packetizer(codec)
         if key not in self.encoders and self._needs_encoder(codec):
             self.encoders[key] = self._encoder(codec, feed)
         if self._idle is not None:
@@ -146,6 +148,7 @@ class RoomMedia:
         for key, f in list(self.feeds.items()):
             if f is feed and not f.viewers:
                 del self.feeds[key]
+                self.packetizers.pop(key, None)
                 enc = self.encoders.pop(key, None)
                 if enc is not None:
                     self._worker.submit(enc.close)
@@ -249,17 +252,21 @@ class RoomMedia:
     def _deliver_packet(self, item: SourceItem) -> None:
         packet = item.packet
         assert packet is not None
-        packet.pts = self._pts(item.at)
-        packet.dts = packet.pts
-        packet.time_base = TIME_BASE
-        for (codec, _), feed in self.feeds.items():
-            if codec == self.source.codec and feed.viewers:  # type: ignore[union-attr]
-                feed.publish(packet, item.keyframe)
+        pts = self._pts(item.at)
+        data = bytes(packet)
+        for key, feed in self.feeds.items():
+            if key[0] == self.source.codec and feed.viewers:  # type: ignore[union-attr]
+                payloads = self.packetizers[key].payloads(data)
+                feed.publish(EncodedFrame(payloads, pts, item.keyframe, len(data)))
 
     async def _encode(self, item: SourceItem) -> None:
         frame = item.frame
         assert frame is not None
-        work = [(k, e, self.feeds[k]) for k, e in self.encoders.items() if self.feeds[k].viewers]
+        work = [
+            (e, self.feeds[k], self.packetizers[k])
+            for k, e in self.encoders.items()
+            if self.feeds[k].viewers
+        ]
         if not work:
             self.counters.frames_dropped += 1
             return
@@ -270,7 +277,7 @@ class RoomMedia:
         pts = self._pts(item.at)
         s = self.settings
 
-        def encode_all() -> tuple[list[tuple[Feed, list]], float]:
+        def encode_all() -> tuple[list[tuple[Feed, list[EncodedFrame]]], float]:
             t0 = time.perf_counter()
             f = frame
             if f.width > s.width or f.height > s.height:
@@ -280,15 +287,21 @@ class RoomMedia:
                     height=int(f.height * scale) // 2 * 2,
                     format="yuv420p",
                 )
-            out = [(feed, enc.encode(f, pts)) for _, enc, feed in work]
+            out = []
+            for enc, feed, packetizer in work:
+                frames = [
+                    EncodedFrame(packetizer.payloads(bytes(p)), pts, key, p.size)
+                    for p, key in enc.encode(f, pts)
+                ]
+                out.append((feed, frames))
             return out, time.perf_counter() - t0
 
         loop = asyncio.get_running_loop()
         results, spent = await loop.run_in_executor(self._worker, encode_all)
         self.counters.encode_s += spent
-        for feed, packets in results:
-            for packet, key in packets:
-                feed.publish(packet, key)
+        for feed, frames in results:
+            for encoded in frames:
+                feed.publish(encoded)
                 self.counters.frames_encoded += 1
 
     async def close(self) -> None:
@@ -305,6 +318,7 @@ class RoomMedia:
                 track.stop()
         self.feeds.clear()
         self.encoders.clear()
+        self.packetizers.clear()
         self._worker.shutdown(wait=False, cancel_futures=True)
 
     def describe(self) -> dict:
@@ -322,6 +336,7 @@ class RoomMedia:
                 }
                 for (codec, owner), feed in self.feeds.items()
             },
+            "late_ticks": getattr(self._builtin, "late", 0),
             "frames_in": self.counters.frames_in,
             "frames_encoded": self.counters.frames_encoded,
             "encode_ms_per_frame": round(

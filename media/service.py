@@ -22,7 +22,6 @@ from aiortc import (
     RTCConfiguration,
     RTCIceServer,
     RTCPeerConnection,
-    RTCRtpSender,
     RTCSessionDescription,
 )
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
@@ -41,8 +40,9 @@ from engine.store import connect
 from engine.tokens import Identity
 from media import metrics
 from media.errors import BadSdp, NotPublishing, UnsupportedCodec
-from media.fanout import ViewerTrack
+from media.fanout import ViewerTrack, attach_sender
 from media.room import RoomMedia
+from media.rtc import codec_preferences, fast_clock
 from media.sdp import WHEP_DIRECTIONS, WHIP_DIRECTIONS, choose_codec, read_offer
 from media.sessions import MediaSession, SessionBook, SessionKind, new_session_id
 from media.settings import MediaSettings
@@ -74,6 +74,7 @@ class MediaService:
         ice = [u.strip() for u in self.media.ice_servers.split(",") if u.strip()]
         self._rtc_config = RTCConfiguration(iceServers=[RTCIceServer(urls=u) for u in ice])
         self.started = False
+        fast_clock()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -179,9 +180,8 @@ class MediaService:
             s.feed = feed = rm.feed(codec, owner=s.id)
             s.track = track = ViewerTrack(feed)
             transceiver = pc.addTransceiver(track, direction="sendonly")
-            transceiver.setCodecPreferences(_preferences(codec))
-            # A viewer's PLI/FIR asks the room encoder (rate-limited), not a per-viewer one.
-            transceiver.sender._send_keyframe = feed.request_keyframe  # type: ignore[method-assign]
+            transceiver.setCodecPreferences(codec_preferences(codec))
+            attach_sender(transceiver.sender, feed)
             self._watch(s)
             try:
                 await pc.setRemoteDescription(RTCSessionDescription(offer.text, "offer"))
@@ -385,12 +385,6 @@ class MediaService:
             **base,
             "sessions": [s.public() for s in self.book.in_room(room)],
         }
-
-
-def _preferences(codec: str) -> list:
-    caps = RTCRtpSender.getCapabilities("video").codecs
-    mime = f"video/{codec}".lower()
-    return [c for c in caps if c.mimeType.lower() in (mime, "video/rtx")]
 
 
 async def _drain(track: MediaStreamTrack) -> None:

@@ -6,8 +6,14 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from aiortc import RTCPeerConnection
 
-from media.fanout import Feed, FrameRing, ViewerTrack
+from media.fanout import EncodedFrame, Feed, FrameRing, SharedPacker, ViewerTrack, attach_sender
+from media.rtc import codec_preferences, ntp_now
+
+
+def _frame(name: str, key: bool = False) -> EncodedFrame:
+    return EncodedFrame([name.encode()], 0, key, len(name))
 
 
 def _ring(frames: str, capacity: int = 8) -> FrameRing[str]:
@@ -83,12 +89,44 @@ async def test_viewer_tracks_wait_and_wake_together() -> None:
     pending = [asyncio.ensure_future(t.recv()) for t in tracks]
     await asyncio.sleep(0)
     assert asked == [1, 1, 1]  # each joining viewer asks (the encoder rate-limits)
-    feed.publish("delta", False)
+    feed.publish(_frame("delta"))
     await asyncio.sleep(0)
     assert not any(p.done() for p in pending)
-    feed.publish("KEY", True)
-    assert await asyncio.gather(*pending) == ["KEY"] * 3
+    key = _frame("KEY", True)
+    feed.publish(key)
+    assert await asyncio.gather(*pending) == [key] * 3
     tracks[0].stop()
     assert tracks[0] not in feed.viewers and len(feed.viewers) == 2
     for t in tracks[1:]:
         t.stop()
+
+
+async def test_a_viewer_sender_writes_shared_payloads_without_encoding() -> None:
+    """aiortc's sender takes our frames as they are: the same payload objects, no encoder."""
+    asked: list[int] = []
+    feed = Feed("H264", 8, request_keyframe=lambda: asked.append(1))
+    pc = RTCPeerConnection()
+    track = ViewerTrack(feed)
+    transceiver = pc.addTransceiver(track, direction="sendonly")
+    transceiver.setCodecPreferences(codec_preferences("H264"))
+    sender = transceiver.sender
+    attach_sender(sender, feed)
+    assert isinstance(sender._RTCRtpSender__encoder, SharedPacker)  # type: ignore[attr-defined]
+    codec = [c for c in sender.getCapabilities("video").codecs if c.mimeType == "video/H264"][0]
+    pending = asyncio.ensure_future(sender._next_encoded_frame(codec))  # type: ignore[arg-type]
+    await asyncio.sleep(0)
+    frame = EncodedFrame([b"nal-1", b"nal-2"], 123_000, True, 10)
+    feed.publish(frame)
+    encoded = await pending
+    assert encoded.payloads is frame.payloads and encoded.timestamp == 123_000
+    sender._send_keyframe()  # a PLI from this viewer reaches the room encoder
+    assert asked == [1, 1]
+    track.stop()
+    await pc.close()
+
+
+def test_fast_ntp_clock_matches_aiortc() -> None:
+    from aiortc.clock import current_datetime, datetime_to_ntp
+
+    ours, theirs = ntp_now(), datetime_to_ntp(current_datetime())
+    assert abs(ours - theirs) < (1 << 32) // 100  # within 10 ms (two clock reads)
