@@ -133,3 +133,38 @@ def peak_online(room: RoomId) -> str:
 def unique_viewers(room: RoomId) -> str:
     """HyperLogLog: every user admitted to the room."""
     return _room(room) + ":uniq"
+
+
+def lottery_key(room: RoomId, lottery: str) -> str:
+    """Hash: a lottery's record (prize, winners_count, rule, status, commit, seed, times, ...)."""
+    return _room(room) + f":lottery:{lottery}"
+
+
+def lottery_entrants(room: RoomId, lottery: str) -> str:
+    """Sorted set, every score 0 (so ordered by id): the entrants until the draw."""
+    return _room(room) + f":lottery:{lottery}:entrants"
+
+
+def lottery_likers(room: RoomId, lottery: str) -> str:
+    """Set: users who liked while a like-rule lottery was open (deleted at the draw)."""
+    return _room(room) + f":lottery:{lottery}:likers"
+
+
+def lottery_waiting(room: RoomId, lottery: str) -> str:
+    """Set: users who asked to enter a like-rule lottery and have not liked yet."""
+    return _room(room) + f":lottery:{lottery}:waiting"
+
+
+def lottery_drawn_entrants(room: RoomId, lottery: str) -> str:
+    """String: the sorted entrants of a drawn lottery, newline-joined (the published list)."""
+    return _room(room) + f":lottery:{lottery}:drawn"
+
+
+def lotteries(room: RoomId) -> str:
+    """Sorted set: the room's lottery ids by creation time."""
+    return _room(room) + ":lotteries"
+
+
+def lotteries_open(room: RoomId) -> str:
+    """Hash: open lottery id -> its public record (JSON), for `welcome` and rule matching."""
+    return _room(room) + ":lotteries:open"

@@ -37,9 +37,19 @@ from typing import Any
 from redis.asyncio import Redis
 
 from engine import scripts
-from engine.codec import dumps_json, loads_json
+from engine.codec import dumps_json, loads_json, pack_stored
 from engine.errors import BadRequest, Conflict, Forbidden, InvalidBody, NotFound
 from engine.ids import RoomId, is_valid_id
+from engine.keys import (
+    events,
+    lotteries,
+    lotteries_open,
+    lottery_drawn_entrants,
+    lottery_entrants,
+    lottery_key,
+    lottery_likers,
+    lottery_waiting,
+)
 from engine.rooms import TIERS
 from engine.timers import Timers
 
@@ -165,6 +175,14 @@ class VerifyResult:
         return self.ok
 
 
+def entrants_digest(entrants: Iterable[str]) -> str:
+    """sha256 (hex) of the sorted entrants joined by newlines: published with the draw (in the
+    record and in `lottery.drawn`), it binds the entrant list to the moment of the draw, so a
+    record whose list was edited afterwards fails verification even where the edit would not
+    change the winners."""
+    return hashlib.sha256("\n".join(entrants).encode()).hexdigest()
+
+
 def verify(record: Mapping[str, Any]) -> VerifyResult:
     """Check a drawn lottery's public record: commit, entrants, winners.
 
@@ -207,6 +225,13 @@ def verify(record: Mapping[str, Any]) -> VerifyResult:
         return fail(
             VerifyCheck.ENTRANTS,
             f"{len(entrants)} entrants listed but `entrants_count` says {declared}",
+        )
+    digest = record.get("entrants_sha256")
+    if digest is not None and entrants_digest(entrants) != digest:
+        return fail(
+            VerifyCheck.ENTRANTS,
+            "the entrants are not the list that was drawn (their sha256 differs from "
+            "`entrants_sha256`, published in `lottery.drawn`)",
         )
     expected = draw(seed, entrants, count)
     if winners != expected and (len(winners) != len(expected) or set(winners) != set(expected)):
@@ -328,51 +353,8 @@ def drawn_event(record: Mapping[str, Any]) -> dict[str, Any]:
         "winners": record["winners"],
         "seed": record["seed"],
         "entrants_count": record["entrants_count"],
+        "entrants_sha256": record.get("entrants_sha256"),
     }
-
-
-# -- keys (to move into engine/keys.py) --------------------------------------------------------
-
-PREFIX = "lr:"
-
-
-def _room(room: RoomId) -> str:
-    return f"{PREFIX}{{room:{room}}}"
-
-
-def lottery_key(room: RoomId, lottery: str) -> str:
-    """Hash: a lottery's record (prize, winners_count, rule, status, commit, seed, times, ...)."""
-    return _room(room) + f":lottery:{lottery}"
-
-
-def lottery_entrants(room: RoomId, lottery: str) -> str:
-    """Sorted set, every score 0 (so ordered by id): the entrants until the draw."""
-    return _room(room) + f":lottery:{lottery}:entrants"
-
-
-def lottery_likers(room: RoomId, lottery: str) -> str:
-    """Set: users who liked while a like-rule lottery was open (deleted at the draw)."""
-    return _room(room) + f":lottery:{lottery}:likers"
-
-
-def lottery_waiting(room: RoomId, lottery: str) -> str:
-    """Set: users who asked to enter a like-rule lottery and have not liked yet."""
-    return _room(room) + f":lottery:{lottery}:waiting"
-
-
-def lottery_drawn_entrants(room: RoomId, lottery: str) -> str:
-    """String: the sorted entrants of a drawn lottery, newline-joined (the published list)."""
-    return _room(room) + f":lottery:{lottery}:drawn"
-
-
-def lotteries(room: RoomId) -> str:
-    """Sorted set: the room's lottery ids by creation time."""
-    return _room(room) + ":lotteries"
-
-
-def lotteries_open(room: RoomId) -> str:
-    """Hash: open lottery id -> its public record (JSON), for `welcome` and rule matching."""
-    return _room(room) + ":lotteries:open"
 
 
 # -- the ledger (Redis) ------------------------------------------------------------------------
@@ -416,6 +398,8 @@ def _public(h: Mapping[bytes, bytes], live_count: int) -> dict[str, Any]:
         out["seed"] = d["seed"]
         out["winners"] = loads_json(d["winners"])
         out["drawn_at"] = int(d["drawn_at_ms"]) / 1000
+        if "entrants_sha256" in d:
+            out["entrants_sha256"] = d["entrants_sha256"]
     return out
 
 
@@ -431,9 +415,12 @@ class LotteryBook:
     """Lotteries of every room, in Redis. Every state change is one Lua script (all keys under
     the room's hash tag), so gateways, the API and schedulers on many hosts agree."""
 
-    def __init__(self, redis: Redis, *, lease_s: float = DRAW_LEASE_S) -> None:
+    def __init__(
+        self, redis: Redis, *, lease_s: float = DRAW_LEASE_S, events_cap: int = 1_000_000
+    ) -> None:
         self.redis = redis
         self.lease_s = lease_s
+        self.events_cap = events_cap
         self.timers = Timers(redis)
         self._enter = scripts.register(redis, "lottery_enter")
         self._close = scripts.register(redis, "lottery_close")
@@ -481,10 +468,13 @@ class LotteryBook:
         }
         public = _public({k.encode(): str(v).encode() for k, v in record.items()}, 0)
         listed = {k: v for k, v in public.items() if k != "entrants_count"}  # it would go stale
+        started = pack_stored({**started_event(public), "ts": now})
         async with self.redis.pipeline(transaction=True) as p:
             p.hset(lottery_key(room, lottery), mapping=record)
             p.hset(lotteries_open(room), lottery, dumps_json(listed))
             p.zadd(lotteries(room), {lottery: _ms(now)})
+            # `lottery.started` goes into history in the same transaction as the lottery
+            p.xadd(events(room), {"e": started}, maxlen=self.events_cap, approximate=True)
             await p.execute()
         await self.timers.add(DRAW_TIMER, room, lottery, ends_ms / 1000)
         return public
@@ -561,6 +551,20 @@ class LotteryBook:
                 n += len(page)
             if len(page) < FETCH_PAGE:
                 break
+        winner_ids = [m.decode() for _, m in best]
+        joined = b"\n".join(chunks)
+        digest = hashlib.sha256(joined).hexdigest()
+        drawn = pack_stored(
+            {
+                "type": "lottery.drawn",
+                "lottery": lottery,
+                "winners": winner_ids,
+                "seed": seed.hex(),
+                "entrants_count": n,
+                "entrants_sha256": digest,
+                "ts": now,
+            }
+        )
         stored = await self._finish(
             keys=[
                 lottery_key(room, lottery),
@@ -568,13 +572,17 @@ class LotteryBook:
                 lottery_likers(room, lottery),
                 lottery_waiting(room, lottery),
                 lottery_drawn_entrants(room, lottery),
+                events(room),
             ],
             args=[
                 token,
-                dumps_json([m.decode() for _, m in best]),
+                dumps_json(winner_ids),
                 n,
                 _ms(now),
-                b"\n".join(chunks),
+                joined,
+                drawn,
+                self.events_cap,
+                digest,
             ],
         )
         if stored != 1:

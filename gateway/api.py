@@ -23,8 +23,9 @@ from engine.access import EntitlementCheck, Membership
 from engine.bus import RoomBus
 from engine.codec import SUBPROTOCOLS
 from engine.counters import RoomCounters
-from engine.errors import Forbidden, InvalidBody, LiveroomError, NotFound, Unauthorized
+from engine.errors import Conflict, Forbidden, InvalidBody, LiveroomError, NotFound, Unauthorized
 from engine.ids import RoomId, is_valid_id
+from engine.lottery import LotteryBook
 from engine.rooms import NewRoom, Room, RoomStatus, RoomStore
 from engine.sales import NewSale, SaleLedger
 from engine.settings import Settings
@@ -166,6 +167,38 @@ class StatsOut(BaseModel):
     sales: list[SaleStats]
 
 
+class RuleIn(BaseModel):
+    like: bool = False
+    keyword: str | None = Field(None, min_length=1, max_length=50)
+    paid_only: bool = False
+    min_tier: Literal["normal", "senior", "vip"] | None = None
+
+
+class LotteryIn(BaseModel):
+    prize: str = Field(..., min_length=1, max_length=200)
+    winners: int = Field(..., ge=1, le=10_000)
+    rule: RuleIn = Field(default_factory=RuleIn)
+    duration_s: int = Field(..., ge=1, le=7 * 86400)
+
+
+class LotteryOut(BaseModel):
+    id: str
+    room: str
+    prize: str
+    winners_count: int
+    rule: dict[str, Any]
+    status: Literal["open", "drawing", "drawn"]
+    created_at: float
+    ends_at: float
+    commit: str
+    entrants_count: int
+    seed: str | None = None
+    winners: list[str] | None = None
+    entrants: list[str] | None = None
+    drawn_at: float | None = None
+    entrants_sha256: str | None = None
+
+
 class ErrorOut(BaseModel):
     error: str
     message: str
@@ -234,6 +267,7 @@ def create_app(settings: Settings, redis: Redis, *, media: MediaMount | None = N
     counters = RoomCounters(redis, "api", settings.online_ttl_ms)
     access = EntitlementCheck(redis)
     sales = SaleLedger(redis, settings)
+    lotteries = LotteryBook(redis, events_cap=settings.history_hard_cap)
 
     @app.exception_handler(LiveroomError)
     async def _liveroom_error(_: Request, exc: LiveroomError) -> JSONResponse:
@@ -429,6 +463,55 @@ def create_app(settings: Settings, redis: Redis, *, media: MediaMount | None = N
             "likes": likes,
             "sales": per_sale,
         }
+
+    @app.post(
+        "/api/rooms/{room}/lotteries",
+        status_code=201,
+        response_model=LotteryOut,
+        response_model_exclude_none=True,
+        tags=["lotteries"],
+    )
+    async def create_lottery(room: str, body: LotteryIn, who: Caller) -> dict[str, Any]:
+        """Open a lottery; its rule is frozen from now on. The answer carries `commit`
+        (sha256 of the secret seed); `lottery.started` goes to the room."""
+        record = await controlled(room, who)
+        return await lotteries.create(
+            record.id,
+            body.prize,
+            body.winners,
+            body.rule.model_dump(),
+            body.duration_s,
+            time.time(),
+        )
+
+    @app.post(
+        "/api/rooms/{room}/lotteries/{lottery}/draw",
+        response_model=LotteryOut,
+        response_model_exclude_none=True,
+        tags=["lotteries"],
+    )
+    async def draw_lottery(room: str, lottery: str, who: Caller) -> dict[str, Any]:
+        """Close entry and draw now (it also happens by itself at the end of `duration_s`);
+        `lottery.drawn` goes to the room. Drawing a drawn lottery answers its record."""
+        record = await controlled(room, who)
+        await lotteries.close_and_draw(record.id, lottery, time.time())
+        result = await lotteries.get(record.id, lottery, with_entrants=False)
+        if result["status"] != "drawn":
+            raise Conflict("the draw is in progress; read the record in a moment")
+        return result
+
+    @app.get(
+        "/api/rooms/{room}/lotteries/{lottery}",
+        response_model=LotteryOut,
+        response_model_exclude_none=True,
+        tags=["lotteries"],
+    )
+    async def get_lottery(room: str, lottery: str, who: Caller) -> dict[str, Any]:
+        """The record; after the draw also `seed`, sorted `entrants` and `winners`, so anyone
+        can check `sha256(seed) == commit` and recompute the winners
+        (`liveroom verify-lottery`)."""
+        record = await load(room)
+        return await lotteries.get(record.id, lottery)
 
     @app.get("/api/config", response_model=ConfigOut, tags=["meta"])
     async def config(request: Request) -> dict[str, Any]:

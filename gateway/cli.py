@@ -120,6 +120,65 @@ def cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_verify_lottery(args: argparse.Namespace) -> int:
+    """Recompute a draw from its public record (PROTOCOL.md §5): exit 0 when it holds."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    from engine.lottery import verify
+
+    if args.file:
+        with open(args.file, encoding="utf-8") as f:
+            record = json.load(f)
+        source = args.file
+    else:
+        if not args.target:
+            print("liveroom: name ROOM LOTTERY, a URL, or --file", file=sys.stderr)
+            return 2
+        if args.target[0].startswith(("http://", "https://")):
+            url = args.target[0]
+        elif len(args.target) == 2:
+            room, lottery = args.target
+            url = f"{args.api.rstrip('/')}/api/rooms/{room}/lotteries/{lottery}"
+        else:
+            print("liveroom: name ROOM LOTTERY, a URL, or --file", file=sys.stderr)
+            return 2
+        token = args.token or os.environ.get("LIVEROOM_TOKEN")
+        if not token:  # any valid token may read a record; sign one if we hold the secret
+            token = issue(Settings.from_env().secret, "verifier", "viewer", ttl_s=300)
+        req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                record = json.load(resp)
+        except urllib.error.HTTPError as exc:
+            print(
+                f"liveroom: {url}: HTTP {exc.code} {exc.read().decode(errors='replace')}",
+                file=sys.stderr,
+            )
+            return 2
+        except urllib.error.URLError as exc:
+            print(f"liveroom: {url}: {exc.reason}", file=sys.stderr)
+            return 2
+        source = url
+    if record.get("status") not in (None, "drawn"):
+        print(
+            f"NOT DRAWN YET: lottery {record.get('id')} is {record.get('status')}; "
+            f"commit {record.get('commit')}"
+        )
+        return 1
+    result = verify(record)
+    if result.ok:
+        print(
+            f"OK: {source}\n  sha256(seed) == commit {record['commit']}\n"
+            f"  {len(record['entrants'])} entrants; winners recomputed: "
+            f"{', '.join(record['winners']) or '(none)'}"
+        )
+        return 0
+    print(f"FAILED ({result.failed}): {result.message}")
+    return 1
+
+
 def cmd_version(_: argparse.Namespace) -> int:
     print("liveroom 0.1.0 (protocol v1)")
     return 0
@@ -155,6 +214,13 @@ def build_parser() -> argparse.ArgumentParser:
     tok.add_argument("--rooms", help="comma-separated rooms a host controls")
     tok.add_argument("--name", help="display name (default: the user id)")
     tok.set_defaults(func=cmd_token)
+
+    ver_l = sub.add_parser("verify-lottery", help="recompute a lottery draw and check it")
+    ver_l.add_argument("target", nargs="*", help="ROOM LOTTERY, or the record's URL")
+    ver_l.add_argument("--api", default="http://127.0.0.1:8080", help="HTTP API base URL")
+    ver_l.add_argument("--token", help="a token to read the record (default: LIVEROOM_TOKEN)")
+    ver_l.add_argument("--file", help="a saved JSON record instead of fetching one")
+    ver_l.set_defaults(func=cmd_verify_lottery)
 
     ver = sub.add_parser("version", help="print the version")
     ver.set_defaults(func=cmd_version)

@@ -20,6 +20,7 @@ from engine.batch import RoomBatch
 from engine.codec import Event, Subprotocol, encode
 from engine.counters import RoomCounters
 from engine.ids import RoomId, stream_id_key
+from engine.lottery import LotteryBook, Rule
 from engine.ratelimit import TokenBucket, WindowCounter
 from engine.settings import Settings
 from engine.tokens import Identity
@@ -61,6 +62,8 @@ class Conn:
         "timers",
         "tier",
         "muted_until",
+        "lotteries_entered",
+        "lotteries_liked",
         "preview_timer",
     )
 
@@ -91,6 +94,8 @@ class Conn:
         self.timers: list[asyncio.TimerHandle] = []
         self.tier: str | None = None
         self.muted_until = 0.0
+        self.lotteries_entered: set[str] = set()  # keyword or `enter` sent
+        self.lotteries_liked: set[str] = set()  # a like reported for it
         self.preview_timer: asyncio.TimerHandle | None = None
 
     def access_allows_chat(self) -> bool:
@@ -127,6 +132,8 @@ class LocalRoom:
         "likes",
         "online",
         "reported_online",
+        "lotteries",
+        "lottery_likers",
     )
 
     def __init__(self, room: RoomId) -> None:
@@ -136,6 +143,10 @@ class LocalRoom:
         self.like_delta = 0
         self.danmaku_delta = 0
         self.new_viewers: set[str] = set()
+        self.lotteries: dict[str, tuple[Rule, float]] = {}
+        """Open lotteries of the room: id -> (rule, ends_at), kept current from history."""
+        self.lottery_likers: dict[str, set[str]] = {}
+        """Like-rule lottery id -> users whose first like since it opened is not reported yet."""
         self.likes: int | None = None
         self.online: int | None = None
         self.reported_online = -1
@@ -146,6 +157,7 @@ class RoomHub:
         self.settings = settings
         self.counters = counters
         self.rooms: dict[RoomId, LocalRoom] = {}
+        self.lotteries: LotteryBook | None = None  # set by the gateway (like-rule entries)
         self.by_user: dict[str, set[Conn]] = {}
         self.on_room_empty: list = []  # callbacks(room_id), e.g. unsubscribe the reader
         self.frames_written = 0
@@ -198,6 +210,12 @@ class RoomHub:
         room = self.rooms.get(room_id)
         if room is not None:
             room.batch.add_history(events)
+            for ev in events:  # lotteries open and close through history: no polling
+                kind = ev.get("type")
+                if kind == "lottery.started":
+                    room.lotteries[ev["lottery"]] = (Rule.parse(ev["rule"]), ev["ends_at"])
+                elif kind == "lottery.drawn":
+                    room.lotteries.pop(ev["lottery"], None)
 
     def count_danmaku(self, room_id: RoomId) -> None:
         room = self.rooms.get(room_id)
@@ -270,12 +288,28 @@ class RoomHub:
             now = time.time()
             full = now - last_full >= interval
             try:
+                await self.report_lottery_likes(now)
                 await self.sync_counters(full, now)
                 if full:
                     last_full = now
             except Exception as exc:  # Redis away: keep the deltas, try again next tick
                 log.warning("counter sync failed: %s", exc)
                 await asyncio.sleep(interval)
+
+    async def report_lottery_likes(self, now: float) -> None:
+        """Hand each like-rule lottery the users who liked since the last report."""
+        if self.lotteries is None:
+            return
+        for room in list(self.rooms.values()):
+            if not room.lottery_likers:
+                continue
+            pending, room.lottery_likers = room.lottery_likers, {}
+            for lottery, users in pending.items():
+                try:
+                    await self.lotteries.note_likes(room.id, lottery, users, now)
+                except Exception as exc:  # keep them for the next report
+                    room.lottery_likers.setdefault(lottery, set()).update(users)
+                    log.warning("lottery likes not reported yet: %s", exc)
 
     async def sync_counters(self, full: bool, now: float) -> None:
         deltas: dict[RoomId, int] = {}

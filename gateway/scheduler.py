@@ -13,6 +13,8 @@ from collections.abc import Awaitable, Callable
 
 from redis.asyncio import Redis
 
+from engine.errors import NotFound
+from engine.lottery import DRAW_TIMER, LotteryBook
 from engine.sales import SaleLedger
 from engine.settings import Settings
 from engine.timers import Timer, Timers
@@ -22,16 +24,30 @@ log = logging.getLogger("liveroom.scheduler")
 Handler = Callable[[Timer, float], Awaitable[object]]
 
 
+class DrawInProgress(Exception):
+    """Another process holds the draw; keep the timer."""
+
+
 class Scheduler:
     def __init__(self, redis: Redis, settings: Settings, *, interval_s: float = 0.1) -> None:
         self.timers = Timers(redis)
         self.interval_s = interval_s
         sales = SaleLedger(redis, settings)
+        self.lotteries = LotteryBook(redis, events_cap=settings.history_hard_cap)
         self.handlers: dict[str, Handler] = {
             "sale.open": lambda t, now: sales.open(t.room, t.id),
             "sale.end": lambda t, now: sales.end(t.room, t.id, by="time", now=now),
+            DRAW_TIMER: self._draw,
         }
         self._task: asyncio.Task[None] | None = None
+
+    async def _draw(self, timer: Timer, now: float) -> None:
+        """Draw a lottery whose time is up. Another process may hold the draw: then the timer
+        stays until the record says drawn (a drawer that died is replaced after its lease)."""
+        if await self.lotteries.close_and_draw(timer.room, timer.id, now) is None:
+            record = await self.lotteries.get(timer.room, timer.id, with_entrants=False)
+            if record["status"] != "drawn":
+                raise DrawInProgress(f"lottery {timer.id} is being drawn elsewhere")
 
     async def run_due(self, now: float) -> int:
         ran = 0
@@ -41,6 +57,10 @@ class Scheduler:
                 continue  # a newer process's timer kind: leave it for that process
             try:
                 await handler(timer, now)
+            except DrawInProgress:
+                continue
+            except NotFound:
+                log.warning("timer %s names something that no longer exists", timer.member)
             except Exception:
                 log.exception("timer %s failed; it stays for a retry", timer.member)
                 continue

@@ -43,6 +43,15 @@ from engine.errors import (
     Unavailable,
 )
 from engine.ids import Cursor, RoomId, is_valid_id, stream_id_key
+from engine.lottery import (
+    Entry,
+    LotteryBook,
+    LotteryClosed,
+    NotEligible,
+    Rule,
+    eligible,
+    keyword_matches,
+)
 from engine.rooms import Room, RoomStore
 from engine.sales import MAX_QTY, SaleLedger
 from engine.settings import Settings
@@ -96,6 +105,8 @@ class Gateway:
         self.counters = RoomCounters(redis, self.id, settings.online_ttl_ms)
         self.hub = RoomHub(settings, self.counters)
         self.sales = SaleLedger(redis, settings)
+        self.lotteries = LotteryBook(redis, events_cap=settings.history_hard_cap)
+        self.hub.lotteries = self.lotteries
         self.blocked_words = tuple(
             w.strip().casefold() for w in settings.blocked_words.split(",") if w.strip()
         )
@@ -325,6 +336,11 @@ class Gateway:
         else:
             online -= local.reported_online  # other gateways' share, as last reported
         online += len(local.conns)
+        now = time.time()
+        open_lotteries = await self.lotteries.open_lotteries(room.id, now)
+        for rec in open_lotteries:  # (history keeps this current from now on)
+            local.lotteries.setdefault(rec["id"], (Rule.parse(rec["rule"]), rec["ends_at"]))
+        lottery = open_lotteries[-1] if open_lotteries else None
         welcome = {
             "type": "welcome",
             "user": conn.identity.public(),
@@ -335,7 +351,7 @@ class Gateway:
                 "online": online,
                 "likes": likes,
                 "sale": await self.sales.open_sale(room.id),
-                "lottery": None,
+                "lottery": lottery,
             },
             "access": join.decision.kind,
             "preview_ends_at": join.decision.preview_ends_at,
@@ -433,6 +449,7 @@ class Gateway:
             got = conn.like_bucket.take_up_to(now, op.count)
             if got:
                 self.hub.add_likes(conn.room, got)
+                self._lottery_actions(conn, text=None, now=now)
             return None
         if isinstance(op, ops.Danmaku):
             return await self._danmaku(conn, op, now)
@@ -443,7 +460,7 @@ class Gateway:
         if isinstance(op, ops.Buy):
             return await self._buy(conn, op, now)
         if isinstance(op, ops.Enter):
-            raise LiveroomError(f"no open lottery {op.lottery[:64]!r}", code="closed")
+            return await self._enter(conn, op, now)
         raise BadRequest("unsupported op")  # pragma: no cover
 
     async def _buy(self, conn: Conn, op: ops.Buy, now: float) -> dict:
@@ -458,6 +475,65 @@ class Gateway:
         )
         order = await self.buys.buy(keys_, args)
         return {"type": "ack", "ref": op.ref, "order": order.to_dict()}
+
+    async def _rule(self, conn: Conn, lottery: str) -> Rule:
+        local = self.hub.rooms.get(conn.room)
+        known = local.lotteries.get(lottery) if local is not None else None
+        if known is not None:
+            return known[0]
+        if not is_valid_id(lottery):
+            raise LotteryClosed(f"no open lottery {lottery[:64]!r}")
+        try:
+            record = await self.lotteries.get(conn.room, lottery, with_entrants=False)
+        except NotFound:
+            raise LotteryClosed(f"no open lottery {lottery!r}") from None
+        return Rule.parse(record["rule"])
+
+    async def _enter(self, conn: Conn, op: ops.Enter, now: float) -> dict:
+        rule = await self._rule(conn, op.lottery)
+        reason = eligible(rule, access=conn.access, tier=conn.tier, is_host=conn.access == "host")
+        if reason is not None:
+            raise NotEligible(reason)
+        entry = await self.lotteries.enter(conn.room, op.lottery, conn.identity.user, now)
+        conn.lotteries_entered.add(op.lottery)
+        reply = {"type": "ack", "ref": op.ref, "lottery": op.lottery}
+        if entry is Entry.WAITING_LIKE:
+            reply["pending"] = "like"  # a like in this room completes the entry
+        return reply
+
+    def _lottery_actions(self, conn: Conn, *, text: str | None, now: float) -> None:
+        """Keyword danmaku enter their sender; likes count for like-rule lotteries. Both use
+        the room's open lotteries as known from history: no Redis read per message."""
+        local = self.hub.rooms.get(conn.room)
+        if local is None or not local.lotteries:
+            return
+        user = conn.identity.user
+        is_host = conn.access == "host"
+        for lottery, (rule, ends_at) in list(local.lotteries.items()):
+            if now >= ends_at:
+                continue
+            done = conn.lotteries_liked if text is None else conn.lotteries_entered
+            if lottery in done:
+                continue
+            if eligible(rule, access=conn.access, tier=conn.tier, is_host=is_host) is not None:
+                continue
+            if text is None:
+                if rule.like:  # reported in the next counter round trip
+                    local.lottery_likers.setdefault(lottery, set()).add(user)
+                    done.add(lottery)
+            elif keyword_matches(rule, text):
+                done.add(lottery)
+                asyncio.get_running_loop().create_task(
+                    self._auto_enter(conn.room, lottery, user, now)
+                )
+
+    async def _auto_enter(self, room: RoomId, lottery: str, user: str, now: float) -> None:
+        try:
+            await self.lotteries.enter(room, lottery, user, now)
+        except LiveroomError:
+            pass  # closed meanwhile: a keyword after the close simply does not enter
+        except Exception as exc:
+            log.warning("keyword entry failed: %s", exc)
 
     async def _danmaku(self, conn: Conn, op: ops.Danmaku, now: float) -> dict:
         text = op.text.strip()
@@ -482,4 +558,5 @@ class Gateway:
         }
         event_id = await self.bus.publish(conn.room, event)
         self.hub.count_danmaku(conn.room)
+        self._lottery_actions(conn, text=text, now=now)
         return {"type": "ack", "ref": op.ref, "id": event_id}
