@@ -28,6 +28,7 @@ from engine.lottery import (
     commit_of,
     draw,
     drawn_event,
+    entrants_digest,
     eligible,
     keyword_matches,
     new_seed,
@@ -465,7 +466,11 @@ async def test_draw_record_is_public_and_verifies(redis: Redis) -> None:
         "winners": got["winners"],
         "seed": got["seed"],
         "entrants_count": 40,
+        "entrants_sha256": entrants_digest(got["entrants"]),
     }
+    assert verify({**got, "entrants": sorted([*got["entrants"][1:], "zz"])}).failed is (
+        VerifyCheck.ENTRANTS
+    )
     # one compact copy of the entrants remains
     assert not await redis.exists(lot.lottery_entrants(room, rec["id"]))
     assert await redis.exists(lot.lottery_drawn_entrants(room, rec["id"]))
