@@ -47,6 +47,12 @@ async def test_refusals_come_before_any_peer_connection(media_proc: Proc) -> Non
     assert (status, body["error"]) == (404, "not_found")
     status, body = await _refusal(url, plain, token("nobody"))
     assert (status, body["error"]) == (409, "not_publishing")
+    ended = unique("ended")
+    await create_room(url, ended, media={"source": "pattern"})
+    async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {ADMIN}"}) as c:
+        assert (await c.post(f"/api/rooms/{ended}/end")).status_code == 200
+    status, body = await _refusal(url, ended, token("late"))
+    assert (status, body["error"]) == (409, "not_publishing")
     stats = await media_stats(url)
     assert stats["sessions"] == {"whep": 0, "whip": 0}
     assert paid not in stats["rooms"] and plain not in stats["rooms"]

@@ -72,6 +72,20 @@ async def test_five_viewers_share_one_encoder(media_proc: Proc) -> None:
     assert stats["viewers"] == 0 and stats["encoders"] == 0
 
 
+async def test_audio_is_answered_inactive_and_video_still_flows(media_proc: Proc) -> None:
+    room = unique("audio")
+    await create_room(media_proc.http_url, room, media={"source": "pattern"})
+    v = await WhepViewer(media_proc.http_url, room, token("ears"), audio=True).start()
+    try:
+        assert v.answer is not None
+        audio = v.answer.split("m=audio", 1)[1].split("m=video", 1)[0]
+        assert "a=inactive" in audio
+        await v.wait_frames(5)
+    finally:
+        await v.delete()
+        await v.close()
+
+
 async def test_media_viewers_are_counted_in_redis(media_proc: Proc, redis: Redis) -> None:
     room = unique("count")
     await create_room(media_proc.http_url, room, media={"source": "pattern"})
