@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import fractions
+import time
 from pathlib import Path
 
 import av
 import httpx
 from redis.asyncio import Redis
 
-from engine import keys
+from engine.ids import RoomId
+from media.counts import media_viewers
 from media.sources import PatternSource
 from tests.media.support import WhepViewer, create_room, media_stats, wait_for
 from tests.support import Proc, token, unique
@@ -92,8 +94,7 @@ async def test_media_viewers_are_counted_in_redis(media_proc: Proc, redis: Redis
     v = await WhepViewer(media_proc.http_url, room, token("counted")).start()
 
     async def total() -> int:
-        counts = await redis.hgetall(keys.media_viewers(room))
-        return sum(int(n) for n in counts.values())
+        return await media_viewers(redis, RoomId(room), int(time.time() * 1000))
 
     try:
         assert await wait_for(lambda: _value(total(), 1), timeout=3)
