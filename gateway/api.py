@@ -30,6 +30,7 @@ from engine.rooms import NewRoom, Room, RoomStatus, RoomStore
 from engine.sales import NewSale, SaleLedger
 from engine.settings import Settings
 from engine.tokens import Identity, Role, verify
+from media.counts import media_viewers
 
 # -- schemas (for /openapi.json; the domain validates again in engine.rooms) ----------------
 
@@ -63,6 +64,7 @@ class RoomOut(BaseModel):
     media: dict[str, Any] | None = None
     online: int = 0
     likes: int = 0
+    media_viewers: int = 0
 
 
 class TicketIn(BaseModel):
@@ -164,6 +166,7 @@ class StatsOut(BaseModel):
     unique_viewers: int
     danmaku: int
     likes: int
+    media_viewers: int
     sales: list[SaleStats]
 
 
@@ -296,8 +299,10 @@ def create_app(settings: Settings, redis: Redis, *, media: MediaMount | None = N
         return record
 
     async def public(record: Room) -> dict[str, Any]:
-        likes, online = await counters.snapshot(record.id, int(time.time() * 1000))
-        return {**record.to_dict(), "online": online, "likes": likes}
+        now_ms = int(time.time() * 1000)
+        likes, online = await counters.snapshot(record.id, now_ms)
+        watching = await media_viewers(redis, record.id, now_ms)
+        return {**record.to_dict(), "online": online, "likes": likes, "media_viewers": watching}
 
     @app.post("/api/rooms", status_code=201, response_model=RoomOut, tags=["rooms"])
     async def create_room(body: RoomIn, who: Caller) -> dict[str, Any]:
@@ -461,6 +466,7 @@ def create_app(settings: Settings, redis: Redis, *, media: MediaMount | None = N
             "unique_viewers": int(uniq),
             "danmaku": int(chats or 0),
             "likes": likes,
+            "media_viewers": await media_viewers(redis, record.id, int(time.time() * 1000)),
             "sales": per_sale,
         }
 

@@ -80,7 +80,7 @@ async def test_stats_count_viewers_danmaku_likes_and_sales(api: Api, gateways: l
     async with api.client(token("h", "host", rooms=[room])) as h:
         s = (await h.get(f"/api/rooms/{room}/stats")).json()
     assert s["online"] == 4 and s["peak_online"] >= 4 and s["unique_viewers"] == 4
-    assert s["danmaku"] == 2 and s["likes"] == 30
+    assert s["danmaku"] == 2 and s["likes"] == 30 and s["media_viewers"] == 0
     assert s["sales"] == [
         {"sale": sale, "status": "open", "sold": 2, "revenue_cents": 1000, "buyers": 1}
     ]
