@@ -32,7 +32,7 @@ from redis.exceptions import RedisError
 from engine import keys, scripts
 from engine.access import EntitlementCheck, decode_revocation
 from engine.bus import RoomReader, last_id
-from engine.errors import Forbidden, LiveroomError, NotFound
+from engine.errors import Forbidden, LiveroomError, NotEntitled, NotFound
 from engine.ids import RoomId, is_valid_id
 from engine.rooms import Room, RoomStatus, RoomStore
 from engine.settings import Settings
@@ -191,15 +191,32 @@ class MediaService:
                 raise BadSdp(f"the offer was refused: {exc}"[:200]) from None
             await pc.setLocalDescription(await pc.createAnswer())
             answer = pc.localDescription.sdp
-        except BaseException:
+            if self.book.get(s.id) is not s:  # ended meanwhile (a refund, a preview's end)
+                raise NotEntitled(f"the session ended while it was set up: {s.end_reason}")
+        except BaseException as exc:
             await self.close_session(s.id, "setup failed")
+            if isinstance(exc, Exception) and not isinstance(exc, LiveroomError):
+                log.exception("WHEP setup failed")
+                raise LiveroomError(f"the session could not be set up: {exc}"[:200]) from None
             raise
-        ends = [t for t in (decision.preview_ends_at, identity.exp) if t is not None]
-        if ends:
-            s.ends_at = min(ends)
-            self._arm_end(s, s.ends_at, "preview over" if decision.preview_ends_at else "expired")
+        self._arm_ends(s, decision.preview_ends_at)
         self._arm_connect_timeout(s)
         return s.id, answer
+
+    def _arm_ends(self, s: MediaSession, preview_ends_at: float | None) -> None:
+        """End the session when its preview or its token runs out, whichever comes first."""
+        if s.end_timer is not None:
+            s.end_timer.cancel()
+            s.end_timer = None
+        s.ends_at = None
+        ends = [
+            (t, why)
+            for t, why in ((preview_ends_at, "preview over"), (s.identity.exp, "token expired"))
+            if t is not None
+        ]
+        if ends:
+            s.ends_at, why = min(ends)
+            self._arm_end(s, s.ends_at, why)
 
     def _watch(self, s: MediaSession) -> None:
         pc = s.pc
@@ -211,18 +228,14 @@ class MediaService:
 
     def _arm_end(self, s: MediaSession, at: float, reason: str) -> None:
         loop = asyncio.get_running_loop()
-        for t in s.timers:
-            t.cancel()
-        s.timers = [
-            loop.call_later(max(0.0, at - time.time()), self._end_soon, s.id, reason),
-        ]
+        s.end_timer = loop.call_later(max(0.0, at - time.time()), self._end_soon, s.id, reason)
 
     def _arm_connect_timeout(self, s: MediaSession) -> None:
         def check() -> None:
             if s.pc is not None and s.pc.connectionState != "connected":
                 self._end_soon(s.id, "connect timeout")
 
-        s.timers.append(asyncio.get_running_loop().call_later(self.media.connect_timeout_s, check))
+        s.connect_timer = asyncio.get_running_loop().call_later(self.media.connect_timeout_s, check)
 
     def _end_soon(self, sid: str, reason: str) -> None:
         self._spawn(self.close_session(sid, reason))
@@ -233,8 +246,9 @@ class MediaService:
         if s is None:
             return False
         s.end_reason = reason
-        for t in s.timers:
-            t.cancel()
+        for timer in (s.end_timer, s.connect_timer):
+            if timer is not None:
+                timer.cancel()
         rm = self.rooms.get(s.room)
         if s.track is not None:
             cursor = getattr(s.track, "cursor", None)
@@ -325,14 +339,7 @@ class MediaService:
             return
         if decision.kind != s.access and self.book.get(s.id) is s:
             s.access = decision.kind
-            ends = [t for t in (decision.preview_ends_at, s.identity.exp) if t is not None]
-            s.ends_at = min(ends) if ends else None
-            for t in s.timers:
-                t.cancel()
-            s.timers = []
-            if s.ends_at is not None:
-                why = "preview over" if decision.preview_ends_at else "expired"
-                self._arm_end(s, s.ends_at, why)
+            self._arm_ends(s, decision.preview_ends_at)
 
     # -- counts ------------------------------------------------------------------------------
 

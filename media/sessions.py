@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import secrets
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -42,7 +42,10 @@ class MediaSession:
     pc: Any = None
     track: Any = None
     feed: Any = None
-    timers: list[Any] = field(default_factory=list)
+    end_timer: Any = None
+    """Ends the session at ``ends_at``."""
+    connect_timer: Any = None
+    """Ends the session if it has not connected in time."""
     ends_at: float | None = None
     """When the preview (or the token) runs out, if it does."""
     end_reason: str | None = None
