@@ -19,6 +19,7 @@ from engine import keys, scripts
 from engine.codec import Event, pack_stored, unpack_stored
 from engine.ids import ZERO_ID, EventId, RoomId, stream_id_key
 from engine.settings import Settings
+from engine.tasks import cancel_and_wait
 
 log = logging.getLogger("liveroom.bus")
 
@@ -165,13 +166,8 @@ class RoomReader:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="room-reader")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
-            self._task = None
+        await cancel_and_wait([self._task])
+        self._task = None
         try:
             await self._poke.delete(self._wake_key)
         except RedisError:

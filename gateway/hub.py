@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from websockets.frames import Frame, Opcode
@@ -23,6 +24,7 @@ from engine.ids import RoomId, stream_id_key
 from engine.lottery import LotteryBook, Rule
 from engine.ratelimit import TokenBucket, WindowCounter
 from engine.settings import Settings
+from engine.tasks import cancel_and_wait
 from engine.tokens import Identity
 
 if TYPE_CHECKING:
@@ -30,6 +32,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("liveroom.hub")
 
+FLUSH_CHUNK = 1000  # connections written between two yields to the event loop
 CLOSE_SLOW_CONSUMER = 4408
 CLOSE_TOKEN_EXPIRED = 4401
 CLOSE_ACCESS_ENDED = 4403
@@ -163,6 +166,7 @@ class RoomHub:
         self.frames_written = 0
         self.events_delivered = 0
         self._tasks: list[asyncio.Task[None]] = []
+        self._flush_lock = asyncio.Lock()
 
     # -- connections -----------------------------------------------------------------------
 
@@ -231,50 +235,80 @@ class RoomHub:
 
     def flush(self) -> None:
         """Send every room's batch to its local connections (one encode per subprotocol)."""
-        for room in self.rooms.values():
+        for room in list(self.rooms.values()):
             if room.batch:
-                self._flush_room(room)
+                self._flush_room(room, list(room.conns))
 
-    def _flush_room(self, room: LocalRoom) -> None:
+    async def flush_now(self) -> None:
+        """One flush at a time: a flush that yields mid-room must finish before the next batch
+        of that room goes out, or later connections would get batches out of order."""
+        async with self._flush_lock:
+            await self.flush_async()
+
+    async def flush_async(self) -> None:
+        """``flush``, yielding to the event loop every ``FLUSH_CHUNK`` connections, so that a
+        big room's flush does not hold back pongs, ops and handshakes for its whole length."""
+        for room in list(self.rooms.values()):
+            if not room.batch:
+                continue
+            conns = list(room.conns)
+            if len(conns) <= FLUSH_CHUNK:
+                self._flush_room(room, conns)
+                continue
+            send = self._flush_room(room, conns[:FLUSH_CHUNK])
+            for i in range(FLUSH_CHUNK, len(conns), FLUSH_CHUNK):
+                await asyncio.sleep(0)
+                send(conns[i : i + FLUSH_CHUNK])
+
+    def _flush_room(self, room: LocalRoom, conns: list[Conn]) -> Callable[[list[Conn]], None]:
+        """Take the room's batch and send it to ``conns``; return a function that sends the
+        same batch (same frames) to more connections."""
         history, state = room.batch.take()
         events = history + state
         frames: dict[Subprotocol, bytes] = {}
         first = stream_id_key(history[0]["id"]) if history else None
         last = stream_id_key(history[-1]["id"]) if history else None
         pending_limit = self.settings.join_pending_limit
-        for conn in list(room.conns):
-            if conn.joining:
-                if history:
-                    conn.pending.extend(history)
-                    if len(conn.pending) > pending_limit:
-                        conn.close(CLOSE_SLOW_CONSUMER, "too far behind while joining")
-                continue
-            skip = conn.skip_until
-            if skip is not None and first is not None:
-                if first <= skip:
-                    # Replay already covered part of this batch: send this one the rest.
-                    if last is not None and last >= skip:
-                        conn.skip_until = None
-                    own = [e for e in history if stream_id_key(e["id"]) > skip] + state
-                    conn.send(own)
+
+        def send(targets: list[Conn]) -> None:
+            for conn in targets:
+                if conn.joining:
+                    if history:
+                        conn.pending.extend(history)
+                        if len(conn.pending) > pending_limit:
+                            conn.close(CLOSE_SLOW_CONSUMER, "too far behind while joining")
                     continue
-                conn.skip_until = None
-            data = frames.get(conn.sp)
-            if data is None:
-                data = frames[conn.sp] = frame(events, conn.sp)
-            conn.write(data)
-            self.frames_written += 1
-            self.events_delivered += len(events)
+                skip = conn.skip_until
+                if skip is not None and first is not None:
+                    if first <= skip:
+                        # Replay already covered part of this batch: send this one the rest.
+                        if last is not None and last >= skip:
+                            conn.skip_until = None
+                        own = [e for e in history if stream_id_key(e["id"]) > skip] + state
+                        conn.send(own)
+                        continue
+                    conn.skip_until = None
+                data = frames.get(conn.sp)
+                if data is None:
+                    data = frames[conn.sp] = frame(events, conn.sp)
+                conn.write(data)
+                self.frames_written += 1
+                self.events_delivered += len(events)
+
+        send(conns)
+        return send
 
     async def _tick_loop(self) -> None:
         loop = asyncio.get_running_loop()
         tick = self.settings.tick_ms / 1000
         next_at = loop.time() + tick
         while True:
-            await asyncio.sleep(max(0.0, next_at - loop.time()))
+            # Even when the last flush overran, wait a moment: the room reader must get a turn
+            # to deliver what arrived meanwhile, or this tick would flush nothing.
+            await asyncio.sleep(max(0.001, next_at - loop.time()))
             next_at = max(next_at + tick, loop.time())
             try:
-                self.flush()
+                await self.flush_now()
             except Exception:
                 log.exception("tick flush failed")
 
@@ -380,11 +414,5 @@ class RoomHub:
         ]
 
     async def stop(self) -> None:
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            try:
-                await t
-            except (asyncio.CancelledError, Exception):
-                pass
+        await cancel_and_wait(self._tasks)
         self._tasks = []

@@ -17,6 +17,7 @@ from engine.errors import NotFound
 from engine.lottery import DRAW_TIMER, LotteryBook
 from engine.sales import SaleLedger
 from engine.settings import Settings
+from engine.tasks import cancel_and_wait
 from engine.timers import Timer, Timers
 
 log = logging.getLogger("liveroom.scheduler")
@@ -81,9 +82,5 @@ class Scheduler:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="scheduler")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
+        await cancel_and_wait([self._task])
+        self._task = None

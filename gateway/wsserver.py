@@ -153,7 +153,7 @@ class Gateway:
         """Refuse new clients, close every client with 1001, stop within the drain timeout."""
         self.draining = True
         if self.server is not None:
-            self.hub.flush()  # whatever this tick holds still goes out before the close
+            await self.hub.flush_now()  # what this tick holds still goes out before the close
             self.server.close(close_connections=True)
             try:
                 await asyncio.wait_for(self.server.wait_closed(), self.settings.drain_timeout_s)
