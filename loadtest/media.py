@@ -83,6 +83,26 @@ async def _worker(url: str, room: str) -> None:
     from engine.tokens import issue
 
     _patch_receiver()
+    import gc
+
+    pauses = [0.0, 0.0]  # start of the running collection, longest pause since the last sample
+
+    def on_gc(phase: str, info: dict) -> None:
+        if phase == "start":
+            pauses[0] = time.perf_counter()
+        else:
+            pauses[1] = max(pauses[1], time.perf_counter() - pauses[0])
+
+    gc.callbacks.append(on_gc)
+    stall = [0.0]  # the viewer process's longest event-loop stall since the last sample
+
+    async def watch_loop() -> None:
+        while True:
+            t = time.perf_counter()
+            await asyncio.sleep(0.02)
+            stall[0] = max(stall[0], time.perf_counter() - t - 0.02)
+
+    watcher = asyncio.get_running_loop().create_task(watch_loop())
     viewers: list[tuple[Any, Any, str]] = []
     marks: list[tuple[int, int, int, int]] = []
     video_pts = {c.payloadType for c in CODECS["video"] if c.name != "rtx"}
@@ -135,7 +155,9 @@ async def _worker(url: str, room: str) -> None:
             out.append([a - b for a, b in zip(now, marks[i], strict=True)])
             marks[i] = now
         t = os.times()
-        return {"per_viewer": out, "cpu": t.user + t.system, "at": time.monotonic()}
+        gc_ms, pauses[1] = pauses[1] * 1000, 0.0
+        stall_ms, stall[0] = stall[0] * 1000, 0.0
+        return {"per_viewer": out, "cpu": t.user + t.system, "gc_ms": gc_ms, "stall_ms": stall_ms}
 
     async def close() -> dict:
         async def one(pc: Any, location: str) -> None:
@@ -164,6 +186,7 @@ async def _worker(url: str, room: str) -> None:
         sys.stdout.flush()
         if "close" in cmd:
             break
+    watcher.cancel()
     await http.aclose()
 
 
@@ -274,6 +297,13 @@ class Step:
     failed_joins: int = 0
     others_cpu0: float = 0.0
     """Percent of CPU 0 used by anything but the media process (other load on the machine)."""
+    softirq_cpu0: float = 0.0
+    """Part of ``others_cpu0`` spent in softirqs (the kernel's network stack, ours included)."""
+    steal_cpu0: float = 0.0
+    """Percent of CPU 0 the hypervisor gave to someone else."""
+    client_stall_ms: float = 0.0
+    """Longest event-loop stall of a viewer process (GC pause or not) during the window."""
+    client_gc_ms: float = 0.0
 
     @property
     def holds(self) -> bool:
@@ -354,6 +384,10 @@ async def _measure(
         mbps_per_viewer=(sum(v[3] for v in per) * 8 / dt / 1e6 / n) if n else 0.0,
         late_ticks=late,
         others_cpu0=max(0.0, 100 * (_busy(m1) - _busy(m0) - (c1 - c0)) / dt),
+        softirq_cpu0=100 * (m1.softirq - m0.softirq) / dt,
+        client_stall_ms=max(x["stall_ms"] for x in s1) if s1 else 0.0,
+        client_gc_ms=max(x["gc_ms"] for x in s1) if s1 else 0.0,
+        steal_cpu0=100 * (getattr(m1, "steal", 0.0) - getattr(m0, "steal", 0.0)) / dt,
     )
 
 
@@ -438,7 +472,10 @@ def _row(s: Step) -> str:
     return (
         f"viewers {s.viewers:>4}  media CPU {s.server_cpu:6.1f}%  clients CPU {s.client_cpu:6.1f}%"
         f"  fps min/avg {s.fps_min:5.1f}/{s.fps_avg:5.1f}  lost {s.lost:>5}  skips {s.skips:>4}"
-        f"  {s.mbps_per_viewer:.2f} Mbit/s/viewer  others on CPU 0 {s.others_cpu0:4.1f}%"
+        f"  {s.mbps_per_viewer:.2f} Mbit/s/viewer  late ticks {s.late_ticks}"
+        f"  viewer stall {s.client_stall_ms:.0f} ms (gc {s.client_gc_ms:.0f})"
+        f"  others on CPU 0 {s.others_cpu0:4.1f}% (softirq {s.softirq_cpu0:.1f}%,"
+        f" steal {s.steal_cpu0:.1f}%)"
         f"  {'holds' if s.holds else 'FAILS'}"
     )
 

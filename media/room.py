@@ -6,20 +6,22 @@ once per codec that has viewers; encoded packets (file) go straight to the feed 
 Switching sources (a new ingest replacing the old one) never touches the feeds, so viewers keep
 their sessions and only see the next keyframe.
 
-All encoding for a room happens in one worker thread, so that a codec context is never used by
-two threads and the event loop only hands frames over.
+Producing runs in one thread per room (the *producer*): it waits for the source's next frame on
+its own clock, encodes it for every watched codec, cuts the RTP payloads, and hands finished
+frames to the event loop in one ``call_soon_threadsafe``. It never waits for the loop, so a loop
+busy sending to hundreds of viewers delays frames by one loop iteration at most, and never
+slows the frame rate. The loop owns the feeds and the set of encoders; the producer reads an
+immutable snapshot of that set (``_work``), replaced whenever it changes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-
-from av.video.frame import VideoFrame
 
 from engine.ids import RoomId
 from media.encoder import TIME_BASE, Packetizer, VideoEncoder
@@ -32,6 +34,8 @@ log = logging.getLogger("liveroom.media")
 FeedKey = tuple[str, str | None]
 """(codec, owner): owner is None for the room's shared feed, a session id when encoding per
 viewer (the benchmark's comparison mode)."""
+
+Work = tuple[tuple[Feed, VideoEncoder | None, Packetizer], ...]
 
 
 @dataclass(slots=True)
@@ -62,8 +66,11 @@ class RoomMedia:
         self.ingest_owner: str | None = None
         self.counters = RoomCounters()
         self._builtin: Source | None = None
-        self._worker = ThreadPoolExecutor(1, thread_name_prefix=f"media-{room}"[:15])
-        self._task: asyncio.Task[None] | None = None
+        self._work: Work = ()
+        self._producer: threading.Thread | None = None
+        self._stop: threading.Event | None = None
+        self._generation = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._idle: asyncio.TimerHandle | None = None
         self._on_idle = on_idle
         self._clock0 = time.monotonic()
@@ -83,7 +90,7 @@ class RoomMedia:
     def _builtin_source(self) -> Source | None:
         if self._builtin is None and self.builtin_spec is not None:
             s = self.settings
-            self._builtin = open_builtin(self.builtin_spec, s.width, s.height, s.fps, self._worker)
+            self._builtin = open_builtin(self.builtin_spec, s.width, s.height, s.fps)
         return self._builtin
 
     @property
@@ -108,6 +115,10 @@ class RoomMedia:
     def viewer_count(self) -> int:
         return sum(len(f.viewers) for f in self.feeds.values())
 
+    @property
+    def late_ticks(self) -> int:
+        return getattr(getattr(self._builtin, "clock", None), "late", 0)
+
     def set_builtin(self, spec: dict | None) -> None:
         if spec == self.builtin_spec:
             return
@@ -126,17 +137,19 @@ class RoomMedia:
             feed = Feed(codec, self.settings.viewer_queue_frames)
             self.feeds[key] = feed
             self.packetizers[key] = Packetizer(codec)
-        if key not in self.encoders and self._needs_encoder(codec):
+        if key not in self.encoders and self._raw_source():
             self.encoders[key] = self._encoder(codec, feed)
         if self._idle is not None:
             self._idle.cancel()
             self._idle = None
+        self._update_work()
         self._ensure_running()
         return feed
 
-    def _needs_encoder(self, codec: str) -> bool:
+    def _raw_source(self) -> bool:
+        """Whether the current source needs encoders (pattern, WHIP; not files)."""
         src = self.source
-        return src is None or src.codec is None  # raw sources (and WHIP yet to come) encode
+        return src is None or src.codec is None
 
     def _encoder(self, codec: str, feed: Feed) -> VideoEncoder:
         enc = VideoEncoder(codec, self.settings)
@@ -149,11 +162,17 @@ class RoomMedia:
             if f is feed and not f.viewers:
                 del self.feeds[key]
                 self.packetizers.pop(key, None)
-                enc = self.encoders.pop(key, None)
-                if enc is not None:
-                    self._worker.submit(enc.close)
-        if not self.viewer_count and self.ingest is None:
+                self.encoders.pop(key, None)
+        self._update_work()
+        if not self.feeds and self.ingest is None:
             self._schedule_idle()
+
+    def _update_work(self) -> None:
+        """Publish a new snapshot of what the producer must make, for its next frame."""
+        self._work = tuple(
+            (feed, self.encoders.get(key), self.packetizers[key])
+            for key, feed in self.feeds.items()
+        )
 
     def _schedule_idle(self) -> None:
         if self._idle is None and not self.closed:
@@ -162,8 +181,8 @@ class RoomMedia:
 
     def _went_idle(self) -> None:
         self._idle = None
-        if not self.viewer_count and self.ingest is None:
-            self._stop_task()
+        if not self.feeds and self.ingest is None:
+            self._stop_producer()
             if self._builtin is not None:
                 self._builtin.close()
                 self._builtin = None
@@ -175,6 +194,7 @@ class RoomMedia:
         """A host's ingest becomes the room's source (replacing any other)."""
         old = self.ingest
         self.ingest, self.ingest_owner = source, owner
+        source.start()
         if old is not None:
             old.close()
         self._restart()
@@ -187,126 +207,134 @@ class RoomMedia:
             self.ingest.close()
         self.ingest, self.ingest_owner = None, None
         self._restart()
-        if not self.viewer_count:
+        if not self.feeds:
             self._schedule_idle()
 
-    # -- the pipeline --------------------------------------------------------------------------
+    # -- the producer ----------------------------------------------------------------------------
 
     def _restart(self) -> None:
-        self._stop_task()
+        """A new source: raw ones need an encoder per watched codec, encoded ones none."""
+        self._stop_producer()
+        raw = self._raw_source()
         for key, feed in self.feeds.items():
-            # A new source: raw ones need encoders for every watched codec, encoded ones none.
-            if self._needs_encoder(key[0]):
+            if raw:
                 if key not in self.encoders:
                     self.encoders[key] = self._encoder(key[0], feed)
                 self.encoders[key].force_keyframe()
             else:
-                enc = self.encoders.pop(key, None)
-                if enc is not None:
-                    self._worker.submit(enc.close)
+                self.encoders.pop(key, None)
+        self._update_work()
         self._ensure_running()
 
     def _ensure_running(self) -> None:
-        if self.closed or (self._task is not None and not self._task.done()):
+        if self.closed or self._producer is not None:
             return
         if self.ingest is None and not self.feeds:
             return  # a built-in source runs only while someone watches
-        if self.source is None:
-            return
-        self._task = asyncio.get_running_loop().create_task(
-            self._run(), name=f"media-room-{self.room}"
-        )
-
-    def _stop_task(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            self._task = None
-
-    async def _run(self) -> None:
         src = self.source
         if src is None:
             return
+        self._loop = asyncio.get_running_loop()
+        self._generation += 1
+        self._stop = stop = threading.Event()
         self.counters.sources.append(src.name)
+        self._producer = threading.Thread(
+            target=self._produce,
+            args=(src, stop, self._generation),
+            name=f"media-{self.room}"[:15],
+            daemon=True,
+        )
+        self._producer.start()
+
+    def _stop_producer(self) -> None:
+        # The thread notices at its next wait (at most one frame); it is not joined here, so
+        # the event loop never blocks on it. Its last frames, if any, are ignored by generation.
+        if self._stop is not None:
+            self._stop.set()
+        self._producer, self._stop = None, None
+        self._generation += 1
+
+    def _produce(self, src: Source, stop: threading.Event, generation: int) -> None:
+        loop = self._loop
+        assert loop is not None
         try:
-            while True:
-                item = await src.next()
+            while not stop.is_set():
+                item = src.next(stop)
                 if item is None:
                     break
                 self.counters.frames_in += 1
-                if item.packet is not None:
-                    self._deliver_packet(item)
-                elif item.frame is not None:
-                    await self._encode(item)
-        except asyncio.CancelledError:
-            raise
+                frames = self._make(src, item)
+                if frames:
+                    loop.call_soon_threadsafe(self._publish, generation, frames)
         except Exception:
             log.exception("media source of room %s failed", self.room)
-        if src is self.ingest and self.ingest_owner is not None:
-            self.clear_ingest(self.ingest_owner)
+        if not stop.is_set():  # the source ended by itself (a host's ingest went away)
+            try:
+                loop.call_soon_threadsafe(self._source_ended, generation, src)
+            except RuntimeError:
+                pass  # the loop is closed: the process is stopping
 
     def _pts(self, at: float) -> int:
         pts = max(round((at - self._clock0) * TIME_BASE.denominator), self._last_pts + 1)
         self._last_pts = pts
         return pts
 
-    def _deliver_packet(self, item: SourceItem) -> None:
-        packet = item.packet
-        assert packet is not None
-        pts = self._pts(item.at)
-        data = bytes(packet)
-        for key, feed in self.feeds.items():
-            if key[0] == self.source.codec and feed.viewers:  # type: ignore[union-attr]
-                payloads = self.packetizers[key].payloads(data)
-                feed.publish(EncodedFrame(payloads, pts, item.keyframe, len(data)))
-
-    async def _encode(self, item: SourceItem) -> None:
+    def _make(self, src: Source, item: SourceItem) -> list[tuple[Feed, EncodedFrame]]:
+        """Producer thread: the encoded frames of one source item, for every watched feed."""
+        work = self._work
+        if not any(feed.viewers for feed, _, _ in work):
+            self.counters.frames_dropped += 1
+            return []
+        if item.packet is not None:
+            data = bytes(item.packet)
+            pts = self._pts(item.at)
+            return [
+                (feed, EncodedFrame(pk.payloads(data), pts, item.keyframe, len(data)))
+                for feed, enc, pk in work
+                if enc is None and feed.codec == src.codec
+            ]
         frame = item.frame
         assert frame is not None
-        work = [
-            (e, self.feeds[k], self.packetizers[k])
-            for k, e in self.encoders.items()
-            if self.feeds[k].viewers
-        ]
-        if not work:
-            self.counters.frames_dropped += 1
-            return
         if item.at - self._last_raw_at < 0.9 / self.settings.fps:
             self.counters.frames_dropped += 1  # a host sending above our frame rate
-            return
+            return []
         self._last_raw_at = item.at
         pts = self._pts(item.at)
         s = self.settings
+        if frame.width > s.width or frame.height > s.height:
+            scale = min(s.width / frame.width, s.height / frame.height)
+            frame = frame.reformat(
+                width=int(frame.width * scale) // 2 * 2,
+                height=int(frame.height * scale) // 2 * 2,
+                format="yuv420p",
+            )
+        t0 = time.perf_counter()
+        out = []
+        for feed, enc, pk in work:
+            if enc is None or not feed.viewers:
+                continue
+            for packet, key in enc.encode(frame, pts):
+                out.append((feed, EncodedFrame(pk.payloads(bytes(packet)), pts, key, packet.size)))
+        self.counters.encode_s += time.perf_counter() - t0
+        self.counters.frames_encoded += len(out)
+        return out
 
-        def encode_all() -> tuple[list[tuple[Feed, list[EncodedFrame]]], float]:
-            t0 = time.perf_counter()
-            f = frame
-            if f.width > s.width or f.height > s.height:
-                scale = min(s.width / f.width, s.height / f.height)
-                f = f.reformat(
-                    width=int(f.width * scale) // 2 * 2,
-                    height=int(f.height * scale) // 2 * 2,
-                    format="yuv420p",
-                )
-            out = []
-            for enc, feed, packetizer in work:
-                frames = [
-                    EncodedFrame(packetizer.payloads(bytes(p)), pts, key, p.size)
-                    for p, key in enc.encode(f, pts)
-                ]
-                out.append((feed, frames))
-            return out, time.perf_counter() - t0
+    def _publish(self, generation: int, frames: list[tuple[Feed, EncodedFrame]]) -> None:
+        if generation != self._generation or self.closed:
+            return  # a stopped producer's last frame
+        for feed, frame in frames:
+            feed.publish(frame)
 
-        loop = asyncio.get_running_loop()
-        results, spent = await loop.run_in_executor(self._worker, encode_all)
-        self.counters.encode_s += spent
-        for feed, frames in results:
-            for encoded in frames:
-                feed.publish(encoded)
-                self.counters.frames_encoded += 1
+    def _source_ended(self, generation: int, src: Source) -> None:
+        if generation != self._generation or self.closed:
+            return
+        self._producer, self._stop = None, None
+        if src is self.ingest and self.ingest_owner is not None:
+            self.clear_ingest(self.ingest_owner)
 
     async def close(self) -> None:
         self.closed = True
-        self._stop_task()
+        self._stop_producer()
         if self._idle is not None:
             self._idle.cancel()
         if self.ingest is not None:
@@ -319,7 +347,7 @@ class RoomMedia:
         self.feeds.clear()
         self.encoders.clear()
         self.packetizers.clear()
-        self._worker.shutdown(wait=False, cancel_futures=True)
+        self._work = ()
 
     def describe(self) -> dict:
         src = self.source
@@ -336,13 +364,10 @@ class RoomMedia:
                 }
                 for (codec, owner), feed in self.feeds.items()
             },
-            "late_ticks": getattr(self._builtin, "late", 0),
+            "late_ticks": self.late_ticks,
             "frames_in": self.counters.frames_in,
             "frames_encoded": self.counters.frames_encoded,
             "encode_ms_per_frame": round(
                 1000 * self.counters.encode_s / max(1, self.counters.frames_encoded), 3
             ),
         }
-
-
-__all__ = ["FeedKey", "RoomMedia", "VideoFrame"]

@@ -7,18 +7,19 @@
   without decoding and looped; its packets go to viewers as they are.
 - ``IngestSource``: the video track of a host's WHIP session, decoded by aiortc.
 
-``next()`` returns a ``SourceItem``: a raw frame (to be encoded by the room's encoders) or an
-already encoded packet, with the room-clock time it belongs to. Raw sources are paced by
-whoever produces them (the pattern's clock, the host's sender); file packets are paced here,
-by their timestamps.
+A source is read by its room's producer thread, never by the event loop: ``next(stop)`` blocks
+until the next item is due (the pattern's clock, the file's timestamps, the host's next frame)
+and returns a ``SourceItem``, a raw frame to encode or an encoded packet, with the room-clock
+time it belongs to; or None when ``stop`` is set or the source has ended. Pacing on the
+thread's own clock keeps the frame rate steady however busy the event loop is with sending.
 """
 
 from __future__ import annotations
 
 import asyncio
 import fractions
+import threading
 import time
-from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -27,10 +28,10 @@ import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av.video.frame import VideoFrame
 
-from media.encoder import TIME_BASE
-
 BARCODE_BITS = 24
 BARCODE_ROWS = 16
+MAX_LATE_S = 0.5
+"""A paced source this far behind its clock skips the missed frames instead of bursting them."""
 _FILE_CODECS = {"h264": "H264", "vp8": "VP8"}
 
 
@@ -51,8 +52,8 @@ class Source(Protocol):
     codec: str | None
     """The codec of encoded sources (``H264``/``VP8``); None for raw sources."""
 
-    async def next(self) -> SourceItem | None:
-        """The next item, or None when the source has ended."""
+    def next(self, stop: threading.Event) -> SourceItem | None:
+        """The next item, when it is due (producer thread); None when stopped or ended."""
         ...
 
     def close(self) -> None: ...
@@ -91,13 +92,40 @@ def read_barcode(frame: VideoFrame) -> int:
     return value
 
 
+class Paced:
+    """A fixed-rate clock for a producer thread: waits for tick ``n``, skips when far behind."""
+
+    def __init__(self, fps: float) -> None:
+        self.fps = fps
+        self.n = 0
+        self.t0: float | None = None
+        self.late = 0
+        """Ticks skipped because the producer was stalled for more than ``MAX_LATE_S``."""
+
+    def wait(self, stop: threading.Event) -> float | None:
+        """Block until the next tick; return its time, or None if ``stop`` was set."""
+        now = time.monotonic()
+        if self.t0 is None:
+            self.t0 = now
+        at = self.t0 + self.n / self.fps
+        if at > now:
+            if stop.wait(at - now):
+                return None
+        elif now - at > MAX_LATE_S:
+            missed = int((now - at) * self.fps)
+            self.late += missed
+            self.n += missed
+            at = self.t0 + self.n / self.fps
+        self.n += 1
+        return None if stop.is_set() else at
+
+
 class PatternSource:
     name = "pattern"
     codec = None
 
-    def __init__(self, width: int, height: int, fps: int, worker: Executor) -> None:
-        self.fps = fps
-        self._worker = worker
+    def __init__(self, width: int, height: int, fps: int) -> None:
+        self.clock = Paced(fps)
         graph = av.filter.Graph()
         src = graph.add("testsrc2", f"size={width}x{height}:rate={fps}")
         fmt = graph.add("format", "yuv420p")
@@ -106,37 +134,26 @@ class PatternSource:
         fmt.link_to(self._sink)
         graph.configure()
         self._graph = graph
-        self._n = 0
-        self._t0: float | None = None
-        self.late = 0
-        """Ticks skipped because the process could not keep up."""
+        self._lock = threading.Lock()  # a graph is pulled by one thread at a time
 
-    def _render(self, n: int) -> VideoFrame:
-        frame = self._sink.pull()
+    @property
+    def late(self) -> int:
+        return self.clock.late
+
+    def render(self, n: int) -> VideoFrame:
+        with self._lock:
+            frame = self._sink.pull()
         stamp_barcode(frame, n % (1 << BARCODE_BITS))
         return frame
 
-    async def next(self) -> SourceItem | None:
-        loop = asyncio.get_running_loop()
-        now = time.monotonic()
-        if self._t0 is None:
-            self._t0 = now
-        at = self._t0 + self._n / self.fps
-        if at > now:
-            await asyncio.sleep(at - now)
-        elif now - at > 2 / self.fps:
-            # Behind by more than two frames: drop the missed ticks rather than burst them.
-            missed = int((now - at) * self.fps)
-            self.late += missed
-            self._n += missed
-            at = self._t0 + self._n / self.fps
-        n = self._n
-        self._n += 1
-        frame = await loop.run_in_executor(self._worker, self._render, n)
-        return SourceItem(at, frame=frame)
+    def next(self, stop: threading.Event) -> SourceItem | None:
+        at = self.clock.wait(stop)
+        if at is None:
+            return None
+        return SourceItem(at, frame=self.render(self.clock.n - 1))
 
     def close(self) -> None:
-        self._graph = None  # type: ignore[assignment]
+        pass
 
 
 # -- a media file ----------------------------------------------------------------------------
@@ -173,6 +190,7 @@ class FileSource:
         self._last = 0.0
         self._offset = 0.0
         self._t0: float | None = None
+        self._lock = threading.Lock()
         self.loops = 0
 
     def _packets(self) -> list[av.Packet]:
@@ -189,81 +207,93 @@ class FileSource:
             self._demux = self._container.demux(self._stream)
         return []
 
-    async def next(self) -> SourceItem | None:
-        packets: list[av.Packet] = []
-        while not packets:
-            packets = self._packets()  # local file reads: microseconds, not worth a thread
-            if not packets and self.loops > 0 and self._first is None:
+    def next(self, stop: threading.Event) -> SourceItem | None:
+        with self._lock:
+            packets = self._packets()
+            if not packets:
                 return None  # a file without a single packet
-        packet = packets[0]
-        ts = float((packet.pts if packet.pts is not None else packet.dts) * self._tb)
-        if self._first is None:
-            self._first = ts
-        self._last = ts
-        now = time.monotonic()
-        if self._t0 is None:
-            self._t0 = now
-        at = self._t0 + self._offset + (ts - self._first)
-        if at > now:
-            await asyncio.sleep(at - now)
+            packet = packets[0]
+            ts = float((packet.pts if packet.pts is not None else packet.dts) * self._tb)
+            if self._first is None:
+                self._first = ts
+            self._last = ts
+            now = time.monotonic()
+            if self._t0 is None:
+                self._t0 = now
+            at = self._t0 + self._offset + (ts - self._first)
+        if at > now and stop.wait(at - now):
+            return None
         return SourceItem(at, packet=packet, keyframe=bool(packet.is_keyframe))
 
     def close(self) -> None:
-        self._container.close()
+        with self._lock:
+            self._container.close()
 
 
 # -- WHIP ingest -----------------------------------------------------------------------------
 
 
 class IngestSource:
-    """The host's video track; aiortc decodes it (once), the room encodes it (once)."""
+    """The host's video track; aiortc decodes it (once), the room encodes it (once).
+
+    A task on the event loop moves decoded frames from the track into a one-frame slot; the
+    producer thread takes the newest. When the encoder is slower than the host, older frames
+    are replaced, never queued (aiortc's own receiver queue is unbounded)."""
 
     name = "whip"
     codec = None
 
     def __init__(self, track: MediaStreamTrack) -> None:
         self.track = track
+        self._cond = threading.Condition()
+        self._frame: tuple[float, VideoFrame] | None = None
+        self._ended = False
         self.dropped = 0
+        self._task: asyncio.Task[None] | None = None
 
-    async def next(self) -> SourceItem | None:
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._pump(), name="whip-ingest")
+
+    async def _pump(self) -> None:
         try:
-            frame = await self.track.recv()
-        except MediaStreamError:
-            return None
-        # aiortc's receiver queue is unbounded: when the encoder is slower than the host, keep
-        # only the newest decoded frame instead of letting the backlog grow.
-        queue: asyncio.Queue | None = getattr(self.track, "_queue", None)
-        while queue is not None and queue.qsize() > 0:
-            newer = queue.get_nowait()
-            if newer is None:
-                queue.put_nowait(None)  # the end marker stays for the next call
-                break
-            frame = newer
-            self.dropped += 1
-        assert isinstance(frame, VideoFrame)
-        return SourceItem(time.monotonic(), frame=frame)
+            while True:
+                frame = await self.track.recv()
+                with self._cond:
+                    if self._frame is not None:
+                        self.dropped += 1
+                    self._frame = (time.monotonic(), frame)  # type: ignore[assignment]
+                    self._cond.notify()
+        except (MediaStreamError, asyncio.CancelledError):
+            pass
+        finally:
+            with self._cond:
+                self._ended = True
+                self._cond.notify()
+
+    @property
+    def ended(self) -> bool:
+        return self._ended
+
+    def next(self, stop: threading.Event) -> SourceItem | None:
+        with self._cond:
+            while self._frame is None and not self._ended and not stop.is_set():
+                self._cond.wait(0.1)
+            if self._frame is None:
+                return None
+            at, frame = self._frame
+            self._frame = None
+        return SourceItem(at, frame=frame)
 
     def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
         self.track.stop()
 
 
-def open_builtin(spec: dict, width: int, height: int, fps: int, worker: Executor) -> Source:
+def open_builtin(spec: dict, width: int, height: int, fps: int) -> Source:
     """The built-in source a room was created with (``media`` in PROTOCOL.md §6)."""
     if spec.get("source") == "pattern":
-        return PatternSource(width, height, fps, worker)
+        return PatternSource(width, height, fps)
     if spec.get("source") == "file":
         return FileSource(str(spec.get("path", "")))
     raise ValueError(f"unknown media source {spec.get('source')!r}")
-
-
-__all__ = [
-    "TIME_BASE",
-    "FileSource",
-    "IngestSource",
-    "PatternSource",
-    "Source",
-    "SourceItem",
-    "open_builtin",
-    "read_barcode",
-    "stamp_barcode",
-]

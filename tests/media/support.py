@@ -189,12 +189,12 @@ class NumberedTrack(MediaStreamTrack):
 
         self.base = base
         self._clock = VideoStreamTrack()  # only for its 30 fps pacing and timestamps
-        self._pattern = PatternSource(width, height, 30, worker=None)  # type: ignore[arg-type]
+        self._pattern = PatternSource(width, height, 30)
         self.sent = 0
 
     async def recv(self):  # type: ignore[no-untyped-def]
         pts, time_base = await self._clock.next_timestamp()
-        frame = self._pattern._render(self.base + self.sent)
+        frame = self._pattern.render(self.base + self.sent)
         frame.pts, frame.time_base = pts, time_base
         self.sent += 1
         return frame

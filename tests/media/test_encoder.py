@@ -15,10 +15,10 @@ def _encode(
 ) -> tuple[VideoEncoder, list[tuple[int, bool, av.Packet]]]:
     s = MediaSettings(width=160, height=120, fps=30, keyframe_interval_s=1.0, **kw)  # type: ignore[arg-type]
     enc = VideoEncoder(codec, s)
-    src = PatternSource(160, 120, 30, worker=None)  # type: ignore[arg-type]
+    src = PatternSource(160, 120, 30)
     out = []
     for i in range(n):
-        for packet, key in enc.encode(src._render(i), i * 3000):
+        for packet, key in enc.encode(src.render(i), i * 3000):
             out.append((i, key, packet))
     return enc, out
 
@@ -38,15 +38,15 @@ def test_forced_keyframes_are_rate_limited() -> None:
     assert enc.request_keyframe(100.0)
     assert not enc.request_keyframe(100.2)
     assert enc.request_keyframe(100.6)
-    src = PatternSource(160, 120, 30, worker=None)  # type: ignore[arg-type]
-    [(_, key)] = enc.encode(src._render(5), 5 * 3000)
+    src = PatternSource(160, 120, 30)
+    [(_, key)] = enc.encode(src.render(5), 5 * 3000)
     assert key
 
 
 def test_size_change_reopens_with_a_keyframe() -> None:
     enc, _ = _encode("VP8", 3)
-    big = PatternSource(320, 240, 30, worker=None)  # type: ignore[arg-type]
-    [(packet, key)] = enc.encode(big._render(0), 9000)
+    big = PatternSource(320, 240, 30)
+    [(packet, key)] = enc.encode(big.render(0), 9000)
     assert key
     dec = av.CodecContext.create("vp8", "r")
     [frame] = dec.decode(packet)

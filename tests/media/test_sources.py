@@ -4,6 +4,7 @@ looped with a timeline that keeps going, and refused when they cannot be sent as
 from __future__ import annotations
 
 import fractions
+import threading
 import time
 from pathlib import Path
 
@@ -22,9 +23,9 @@ def _write(path: Path, encoder: str, frames: int = 15, fps: int = 30) -> None:
         if encoder == "libx264":
             stream.codec_context.profile = "Baseline"
             stream.codec_context.options = {"preset": "ultrafast", "tune": "zerolatency"}
-        src = PatternSource(160, 120, fps, worker=None)  # type: ignore[arg-type]
+        src = PatternSource(160, 120, fps)
         for n in range(frames):
-            frame = src._render(n)
+            frame = src.render(n)
             frame.pts = n
             frame.pict_type = av.video.frame.PictureType.NONE
             out.mux(stream.encode(frame))
@@ -32,8 +33,8 @@ def _write(path: Path, encoder: str, frames: int = 15, fps: int = 30) -> None:
 
 
 def test_barcode_round_trip() -> None:
-    src = PatternSource(320, 240, 30, worker=None)  # type: ignore[arg-type]
-    frame = src._render(0)
+    src = PatternSource(320, 240, 30)
+    frame = src.render(0)
     for value in (0, 1, 12345, (1 << 24) - 1):
         stamp_barcode(frame, value)
         assert read_barcode(frame) == value
@@ -43,7 +44,7 @@ def test_barcode_round_trip() -> None:
     ("name", "encoder", "codec"),
     [("a.ts", "libx264", "H264"), ("a.mp4", "libx264", "H264"), ("a.webm", "libvpx", "VP8")],
 )
-async def test_file_is_looped_on_a_continuing_timeline(
+def test_file_is_looped_on_a_continuing_timeline(
     tmp_path: Path, name: str, encoder: str, codec: str
 ) -> None:
     path = tmp_path / name
@@ -51,7 +52,8 @@ async def test_file_is_looped_on_a_continuing_timeline(
     src = FileSource(str(path))
     assert src.codec == codec
     t0 = time.monotonic()
-    items = [await src.next() for _ in range(40)]  # 15-frame file: looped twice
+    stop = threading.Event()
+    items = [src.next(stop) for _ in range(40)]  # 15-frame file: looped twice
     took = time.monotonic() - t0
     assert all(i is not None and i.packet is not None for i in items)
     times = [i.at for i in items]  # type: ignore[union-attr]
@@ -67,6 +69,18 @@ async def test_file_is_looped_on_a_continuing_timeline(
     decoded = [f for i in items[:15] for f in dec.decode(i.packet)]  # type: ignore[union-attr]
     assert [read_barcode(f) for f in decoded[:3]] == [0, 1, 2]
     src.close()
+
+
+def test_pattern_keeps_its_rate_and_stops_at_once() -> None:
+    src = PatternSource(160, 120, 30)
+    stop = threading.Event()
+    items = [src.next(stop) for _ in range(16)]
+    times = [i.at for i in items]  # type: ignore[union-attr]
+    assert abs((times[-1] - times[0]) - 15 / 30) < 0.02
+    assert [read_barcode(i.frame) for i in items] == list(range(16))  # type: ignore[union-attr,arg-type]
+    stop.set()
+    t0 = time.monotonic()
+    assert src.next(stop) is None and time.monotonic() - t0 < 0.1
 
 
 def test_files_that_cannot_be_sent_as_they_are_are_refused(tmp_path: Path) -> None:

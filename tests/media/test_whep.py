@@ -137,9 +137,9 @@ def _write_file(path: Path, codec: str, seconds: float = 1.5) -> None:
             stream.codec_context.options = {"preset": "ultrafast", "tune": "zerolatency"}
         else:
             stream.codec_context.options = {"deadline": "realtime", "cpu-used": "16"}
-        src = PatternSource(320, 240, fps, worker=None)  # type: ignore[arg-type]
+        src = PatternSource(320, 240, fps)
         for n in range(int(seconds * fps)):
-            frame = src._render(n)
+            frame = src.render(n)
             frame.pts = n
             frame.pict_type = av.video.frame.PictureType.NONE
             out.mux(stream.encode(frame))
