@@ -1,9 +1,9 @@
 """A room's video encoder: raw frames in, encoded packets out (H.264 constrained baseline, VP8).
 
-``encode`` runs in the room's worker thread (libx264 and libvpx release the GIL); everything
+``encode`` runs in the room's producer thread (libx264 and libvpx release the GIL); everything
 else is called from the event loop. Output packets carry ``pts`` on the room clock in
-``TIME_BASE`` (90 kHz, the RTP video clock), so aiortc's ``pack`` turns them into RTP
-timestamps directly, and a source switch (a new WHIP ingest) never makes time go backwards.
+``TIME_BASE`` (90 kHz, the RTP video clock), so they are RTP timestamps as they are, and a
+source switch (a new WHIP ingest) never makes time go backwards.
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ class VideoEncoder:
         return ctx
 
     def encode(self, frame: VideoFrame, pts: int) -> list[tuple[av.Packet, bool]]:
-        """Encode one frame (worker thread); return ``(packet, is_keyframe)`` pairs."""
+        """Encode one frame (producer thread); return ``(packet, is_keyframe)`` pairs."""
         with self._lock:
             if frame.format.name != "yuv420p":
                 frame = frame.reformat(format="yuv420p")

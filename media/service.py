@@ -7,7 +7,7 @@ the sessions whose access ended within a second, ends previews at ``preview_ends
 reports its viewer count per room to Redis (``media_viewers``) for the room's stats.
 
 It never encodes per viewer (unless told to for the benchmark's comparison) and never blocks
-the event loop on a codec: encoding runs in each room's worker thread.
+the event loop on a codec: encoding runs in each room's producer thread.
 """
 
 from __future__ import annotations
