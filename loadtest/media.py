@@ -582,12 +582,17 @@ def _markdown(shared: Series, per_viewer: Series, args: argparse.Namespace, cmd:
             f"The first step that did not hold ({first_bad.viewers} viewers) was bounded by "
             f"{bound}."
         )
-    noisy = [s for s in shared.steps + per_viewer.steps if s.others_cpu0 > 5]
-    if noisy:
-        lines.append(
-            f"Other processes used up to {max(s.others_cpu0 for s in noisy):.0f}% of CPU 0 "
-            "during some steps: those figures are pessimistic."
-        )
+    for series in (shared, per_viewer):
+        noisy = [s for s in series.steps if s.others_cpu0 > 5]
+        if noisy:
+            lines.append(
+                f"Other processes used up to {max(s.others_cpu0 for s in noisy):.0f}% of CPU 0 "
+                f"during {len(noisy)} {series.name} step(s): those figures are pessimistic."
+            )
+    lines.append(
+        "Near the limit, figures move from run to run on a shared machine: the step table "
+        "shows where this run's limit fell."
+    )
     lines.append("")
     return "\n".join(lines)
 
