@@ -16,7 +16,7 @@ from engine.ids import RoomId
 from media.counts import media_viewers
 from media.sources import PatternSource
 from tests.media.support import WhepViewer, create_room, media_stats, wait_for
-from tests.support import Proc, token, unique
+from tests.support import ADMIN, Proc, token, unique
 
 
 async def test_viewer_decodes_two_seconds_of_moving_pattern(media_proc: Proc) -> None:
@@ -96,12 +96,19 @@ async def test_media_viewers_are_counted_in_redis(media_proc: Proc, redis: Redis
     async def total() -> int:
         return await media_viewers(redis, RoomId(room), int(time.time() * 1000))
 
+    async def api_count() -> int:
+        async with httpx.AsyncClient(base_url=media_proc.http_url) as c:
+            r = await c.get(f"/api/rooms/{room}", headers={"Authorization": f"Bearer {ADMIN}"})
+        return r.json()["media_viewers"]
+
     try:
         assert await wait_for(lambda: _value(total(), 1), timeout=3)
+        assert await api_count() == 1  # the room record shows it (PROTOCOL.md §3 counters)
     finally:
         await v.delete()
         await v.close()
     assert await wait_for(lambda: _value(total(), 0), timeout=3)
+    assert await api_count() == 0
 
 
 async def test_vp8_viewer_gets_vp8_while_h264_viewers_share_theirs(media_proc: Proc) -> None:
