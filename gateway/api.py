@@ -212,6 +212,7 @@ class ConfigOut(BaseModel):
     ws_path: str
     subprotocols: list[str]
     whep_url: str
+    whip_url: str
     tick_ms: int
     max_message_bytes: int
 
@@ -530,6 +531,7 @@ def create_app(settings: Settings, redis: Redis, *, media: MediaMount | None = N
             "ws_path": "/ws/rooms/{room}",
             "subprotocols": [sp.value for sp in SUBPROTOCOLS],
             "whep_url": base + "/whep/rooms/{room}",
+            "whip_url": base + "/whip/rooms/{room}",
             "tick_ms": settings.tick_ms,
             "max_message_bytes": settings.max_message_bytes,
         }
