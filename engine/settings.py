@@ -91,6 +91,10 @@ class Settings:
     """Absolute cap on a room's stream length, whatever its age (memory bound)."""
     counter_interval_ms: int = 250
     """How often a gateway publishes its online counts and reads the room totals."""
+    stock_interval_ms: int = 1_000
+    """Most often a room's viewers get `sale.stock` (the final 0 comes as `sale.soldout`)."""
+    max_pending_buys: int = 10_000
+    """`buy` ops one gateway process queues for Redis; beyond, `unavailable` at once."""
     online_ttl_ms: int = 3_000
     """A gateway's share of a room's online count expires this long after its last report."""
     read_block_ms: int = 1_000

@@ -11,23 +11,44 @@ import asyncio
 import logging
 from typing import Any
 
+from engine.errors import Unavailable
 from engine.sales import Order, SaleLedger, answer_to_order
 
 log = logging.getLogger("liveroom.buys")
 
 
 class BuyBatcher:
-    def __init__(self, ledger: SaleLedger, *, enabled: bool = True, max_batch: int = 512) -> None:
+    def __init__(
+        self,
+        ledger: SaleLedger,
+        *,
+        enabled: bool = True,
+        max_batch: int = 512,
+        max_pending: int = 10_000,
+    ) -> None:
         self.ledger = ledger
         self.enabled = enabled
         self.max_batch = max_batch
+        self.max_pending = max_pending
+        self.pending = 0
         self._queue: list[tuple[list[str], list[Any], asyncio.Future[bytes]]] = []
         self._flushing = False
         self.batches = 0
         self.attempts = 0
 
     async def buy(self, keys: list[str], args: list[Any]) -> Order:
+        # A bounded queue: past it, answer at once rather than seconds late (resending the
+        # same ref later is always safe).
+        if self.pending >= self.max_pending:
+            raise Unavailable("too many purchases in flight; resend the same ref shortly")
         self.attempts += 1
+        self.pending += 1
+        try:
+            return await self._buy(keys, args)
+        finally:
+            self.pending -= 1
+
+    async def _buy(self, keys: list[str], args: list[Any]) -> Order:
         if not self.enabled:
             return answer_to_order(await self.ledger.buy_script(keys=keys, args=args))
         fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()

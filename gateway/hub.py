@@ -137,6 +137,7 @@ class LocalRoom:
         "reported_online",
         "lotteries",
         "lottery_likers",
+        "stock_sent_at",
     )
 
     def __init__(self, room: RoomId) -> None:
@@ -148,6 +149,7 @@ class LocalRoom:
         self.new_viewers: set[str] = set()
         self.lotteries: dict[str, tuple[Rule, float]] = {}
         """Open lotteries of the room: id -> (rule, ends_at), kept current from history."""
+        self.stock_sent_at = 0.0
         self.lottery_likers: dict[str, set[str]] = {}
         """Like-rule lottery id -> users whose first like since it opened is not reported yet."""
         self.likes: int | None = None
@@ -381,10 +383,15 @@ class RoomHub:
             if room.likes != t.likes:
                 room.likes = t.likes
                 room.batch.set_state("likes", {"type": "likes", "total": t.likes})
-            for sale_id, left in t.stock.items():
-                room.batch.set_state(
-                    f"sale.stock:{sale_id}", {"type": "sale.stock", "sale": sale_id, "left": left}
-                )
+            if t.stock and now - room.stock_sent_at >= self.settings.stock_interval_ms / 1000:
+                # Every viewer gets each `sale.stock` frame: at most once a second per room
+                # (a tick each would be 20 writes/s per viewer while stock moves).
+                room.stock_sent_at = now
+                for sale_id, left in t.stock.items():
+                    room.batch.set_state(
+                        f"sale.stock:{sale_id}",
+                        {"type": "sale.stock", "sale": sale_id, "left": left},
+                    )
             if t.online is not None:
                 room.reported_online = online[rid] if online else -1
                 if room.online != t.online:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from collections.abc import Awaitable, Callable
@@ -68,6 +69,11 @@ async def serve(
                     raise RuntimeError("HTTP API stopped while starting")
                 await asyncio.sleep(0.02)
             log.info("api on http://%s:%d", settings.host, settings.http_port)
+        # Long-lived objects (modules, settings, servers) leave the GC's view, and young
+        # collections run less often: per-message garbage is short-lived, and the cyclic GC
+        # was 10-20% of a busy gateway's CPU (see docs/BENCHMARKS.md, flash sales).
+        gc.freeze()
+        gc.set_threshold(50_000, 50, 1_000)
         print("ready", flush=True)
         if on_ready is not None:
             await on_ready()

@@ -110,7 +110,9 @@ class Gateway:
         self.blocked_words = tuple(
             w.strip().casefold() for w in settings.blocked_words.split(",") if w.strip()
         )
-        self.buys = BuyBatcher(self.sales, enabled=settings.buy_batching)
+        self.buys = BuyBatcher(
+            self.sales, enabled=settings.buy_batching, max_pending=settings.max_pending_buys
+        )
         # The reader's XREAD BLOCK holds a connection; it gets a client of its own.
         self._reader_redis = connect(settings.redis_url, socket_timeout=None, max_connections=4)
         self.reader = RoomReader(self._reader_redis, redis, self.id, self.hub.on_events, settings)

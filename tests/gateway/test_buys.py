@@ -1,0 +1,46 @@
+"""BuyBatcher: many attempts share a round trip; past its bound it answers at once."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from redis.asyncio import Redis
+
+from engine.errors import Unavailable
+from engine.ids import RoomId
+from engine.sales import NewSale, SaleLedger, SaleRefused
+from engine.settings import Settings
+from gateway.buys import BuyBatcher
+from tests.support import SECRET, unique
+
+
+async def test_batched_attempts_each_stay_atomic_and_the_queue_is_bounded(
+    redis: Redis, redis_url: str
+) -> None:
+    ledger = SaleLedger(redis, Settings(secret=SECRET, redis_url=redis_url))
+    room = RoomId(unique("batch"))
+    sale = await ledger.create(
+        room, NewSale("sku", "Cup", 100, stock=50, per_user_limit=1, duration_s=60)
+    )
+    batcher = BuyBatcher(ledger)
+    now = time.time()
+
+    async def attempt(i: int) -> str:
+        keys, args = ledger.buy_call(room, sale["id"], f"u{i}", "r", 1, None, now)
+        try:
+            return (await batcher.buy(keys, args)).id
+        except SaleRefused as exc:
+            return exc.code
+
+    results = await asyncio.gather(*(attempt(i) for i in range(200)))
+    assert sum(r == "sold_out" for r in results) == 150
+    assert len({r for r in results if r != "sold_out"}) == 50
+    assert batcher.batches < 200  # round trips were shared
+
+    full = BuyBatcher(ledger, max_pending=0)
+    keys, args = ledger.buy_call(room, sale["id"], "late", "r", 1, None, now)
+    with pytest.raises(Unavailable):
+        await full.buy(keys, args)
+    assert full.pending == 0
