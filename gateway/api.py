@@ -16,6 +16,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from engine import keys
@@ -276,6 +277,11 @@ def create_app(settings: Settings, redis: Redis, *, media: MediaMount | None = N
     @app.exception_handler(LiveroomError)
     async def _liveroom_error(_: Request, exc: LiveroomError) -> JSONResponse:
         return _error(exc.status, exc.code, exc.message)
+
+    @app.exception_handler(RedisError)
+    async def _redis_error(_: Request, exc: RedisError) -> JSONResponse:
+        # e.g. the first call on a pooled connection after a Redis restart: retry shortly
+        return _error(503, "unavailable", f"state is unreachable for a moment ({exc})")
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
