@@ -36,6 +36,7 @@ from redis.asyncio import Redis
 from engine import lottery as lot
 from engine.ids import RoomId
 from engine.lottery import LotteryBook
+from loadtest.report import cpu_model
 
 ROOT = Path(__file__).resolve().parent.parent
 MD_PATH = ROOT / "docs" / "BENCHMARKS.md"
@@ -167,14 +168,7 @@ def _memory(url: str, n: int, winners: int) -> tuple[int, int, float]:
 
 
 def _machine() -> str:
-    model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    model = cpu_model("unknown CPU")
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     return (
         f"{os.cpu_count()} CPUs ({model}), Linux {platform.release()}, "

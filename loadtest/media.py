@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from loadtest.report import cpu_model
+
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "media-bench-secret-0123456789abcdef0123"
 SECTION = "## Media (WHEP)"
@@ -489,14 +491,7 @@ def _row(s: Step) -> str:
 
 
 def _machine() -> str:
-    model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    model = cpu_model("unknown CPU")
     import aiortc
     import av
 

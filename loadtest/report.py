@@ -118,15 +118,19 @@ class Run:
         return self.tick_ms + 100.0
 
 
-def machine_info() -> dict[str, str]:
-    model = "unknown"
+def cpu_model(default: str = "unknown") -> str:
+    """The CPU's model name from /proc/cpuinfo (every benchmark names its machine)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    return default
+
+
+def machine_info() -> dict[str, str]:
+    model = cpu_model()
     import uvloop
     import websockets
 
