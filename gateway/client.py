@@ -25,6 +25,8 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from engine.codec import Event, Subprotocol, decode_events, encode_value
 
 RESUMABLE_CLOSE_CODES = frozenset({1001, 1006, 1011, 1012, 1013, 4408})
+REPLY_TYPES = frozenset({"ack", "error", "welcome"})
+"""Events for this connection only: never a resume cursor, even when they carry an `id`."""
 
 
 class ClientError(Exception):
@@ -71,6 +73,7 @@ class LiveroomClient:
         self._refs = itertools.count(1)
         self._reader: asyncio.Task[None] | None = None
         self._closed = False
+        self._connected = asyncio.Event()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -129,6 +132,7 @@ class LiveroomClient:
             raise ClientError("protocol", "the first message did not start with welcome")
         welcome = first[0]
         self._ws = ws
+        self._connected.set()
         self.welcome = welcome
         self.welcomes.append(welcome)
         self.epoch = welcome["epoch"]
@@ -162,10 +166,19 @@ class LiveroomClient:
         if self._ws is not None:
             self._ws.transport.abort()
 
+    def interrupt(self) -> None:
+        """Cut the TCP connection as a network would (no close frame); the client resumes with
+        ``since`` by itself, as after any drop."""
+        if self._ws is not None:
+            self._ws.transport.abort()
+
     # -- reading ---------------------------------------------------------------------------
 
     def _take(self, ev: Event) -> None:
-        if "id" in ev:
+        if "id" in ev and ev.get("type") not in REPLY_TYPES:
+            # Only a history event received moves the cursor: an ack's `id` names an event
+            # that may not have reached us yet (PROTOCOL.md §4), so resuming from it would
+            # skip what was in flight.
             self.last_id = ev["id"]
         ref = ev.get("ref")
         if ev.get("type") in ("ack", "error") and ref in self._waiters:
@@ -188,6 +201,7 @@ class LiveroomClient:
                         self._take(ev)
             except ConnectionClosed:
                 pass
+            self._connected.clear()
             code = self._ws.close_code
             self.close_codes.append(code)
             if (
@@ -228,12 +242,30 @@ class LiveroomClient:
     # -- ops -------------------------------------------------------------------------------
 
     async def send(self, op: dict[str, Any]) -> None:
+        """Send one op. While the client is resuming, wait for the new connection (up to
+        ``open_timeout``); an op caught in a drop is sent again on it (ops with a ``ref``
+        are safe to resend: PROTOCOL.md §4)."""
         assert self._ws is not None, "not connected"
         data = encode_value(op, self.subprotocol)
-        if self.subprotocol.binary:
-            await self._ws.send(data)
-        else:
-            await self._ws.send(data.decode("utf-8"))
+        message: str | bytes = data if self.subprotocol.binary else data.decode("utf-8")
+        for attempt in range(2):
+            if not self._connected.is_set() and self.resume and not self._closed:
+                await asyncio.wait_for(self._connected.wait(), self.open_timeout)
+            ws = self._ws
+            try:
+                await ws.send(message)
+                return
+            except ConnectionClosed:
+                if attempt or not self.resume or self._closed:
+                    raise
+                await asyncio.wait_for(self._replaced(ws), self.open_timeout)
+
+    async def _replaced(self, ws: ClientConnection) -> None:
+        """Until the reader has resumed on a connection other than ``ws``."""
+        while self._ws is ws or not self._connected.is_set():
+            if self._reader is None or self._reader.done():
+                raise ConnectionClosedByServer(ws.close_code, "not resuming")
+            await asyncio.sleep(0.01)
 
     async def request(self, op: dict[str, Any], timeout: float = 10.0) -> Event:
         """Send an op with a ``ref`` and wait for its ``ack``; raise ``ClientError`` on error."""

@@ -29,7 +29,9 @@ class RedisServer:
         appendonly: bool = True,
         fsync: str = "always",
     ) -> None:
-        self.data_dir = Path(data_dir)
+        # Absolute: redis-server resolves `--logfile` after changing into `--dir`, so a relative
+        # data dir would name the log file twice over (`.liveroom/redis/.liveroom/redis/...`).
+        self.data_dir = Path(data_dir).resolve()
         self.port = port or free_port()
         self.appendonly = appendonly
         self.fsync = fsync

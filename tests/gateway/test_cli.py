@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -18,6 +19,7 @@ from gateway.redis_server import free_port
 from tests.support import SECRET
 
 LIVEROOM = [sys.executable, "-m", "gateway.cli"]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_token_prints_a_verifiable_token() -> None:
@@ -47,24 +49,10 @@ def test_serve_refuses_the_default_secret_outside_dev_mode() -> None:
     assert "default token secret" in r.stderr
 
 
-async def test_up_brings_a_demo_room_a_plain_client_gets_welcome(tmp_path: Path) -> None:
-    http_port, ws_port = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("LIVEROOM_SECRET", "REDIS_URL")}
+def start_up(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[subprocess.Popen, str]:
+    """Run an `up` command; return the process and what it printed up to "Ctrl-C"."""
     proc = subprocess.Popen(
-        [
-            *LIVEROOM,
-            "up",
-            "--http-port",
-            str(http_port),
-            "--ws-port",
-            str(ws_port),
-            "--data-dir",
-            str(tmp_path / "data"),
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
+        cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     lines: list[str] = []
     up = threading.Event()
@@ -77,27 +65,89 @@ async def test_up_brings_a_demo_room_a_plain_client_gets_welcome(tmp_path: Path)
                 up.set()
 
     threading.Thread(target=read, daemon=True).start()
+    deadline = time.monotonic() + 90
+    while not up.wait(0.2) and proc.poll() is None and time.monotonic() < deadline:
+        pass
+    if not up.is_set():
+        proc.kill()
+        raise AssertionError("`up` did not come up:\n" + "".join(lines))
+    return proc, "".join(lines)
+
+
+async def assert_demo_welcomes_a_plain_client(text: str, env: dict[str, str]) -> None:
+    ws_url = re.search(r"websocket\s+(ws://\S+)", text).group(1)  # type: ignore[union-attr]
+    assert "/rooms/demo?token=" in text and "/host/demo?token=" in text
+    # a token from `liveroom token`, in dev mode (same default secret as `up`)
+    tok = subprocess.run(
+        [*LIVEROOM, "token", "--user", "someone"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    base = ws_url.split("?")[0]
+    async with connect(f"{base}?token={tok}") as ws:
+        welcome = decode_events(await ws.recv())[0]
+    assert welcome["type"] == "welcome"
+    assert welcome["room"]["id"] == "demo" and welcome["room"]["status"] == "live"
+    assert welcome["user"]["id"] == "someone"
+
+
+def stop_up(proc: subprocess.Popen) -> None:
+    proc.send_signal(2)
+    proc.wait(30)
+    assert proc.returncode == 0
+
+
+def dev_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in ("LIVEROOM_SECRET", "REDIS_URL")}
+
+
+async def test_up_brings_a_demo_room_a_plain_client_gets_welcome(tmp_path: Path) -> None:
+    cmd = [
+        *LIVEROOM,
+        "up",
+        "--http-port",
+        str(free_port()),
+        "--ws-port",
+        str(free_port()),
+        "--data-dir",
+        str(tmp_path / "data"),
+    ]
+    env = dev_env()
+    proc, text = start_up(cmd, tmp_path, env)
     try:
-        assert up.wait(60), "".join(lines)
-        text = "".join(lines)
-        ws_url = re.search(r"websocket\s+(ws://\S+)", text).group(1)  # type: ignore[union-attr]
-        assert "/rooms/demo?token=" in text and "/host/demo?token=" in text
-        # a token from `liveroom token`, in dev mode (same default secret as `up`)
-        tok = subprocess.run(
-            [*LIVEROOM, "token", "--user", "someone"],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        base = ws_url.split("?")[0]
-        async with connect(f"{base}?token={tok}") as ws:
-            welcome = decode_events(await ws.recv())[0]
-        assert welcome["type"] == "welcome"
-        assert welcome["room"]["id"] == "demo" and welcome["room"]["status"] == "live"
-        assert welcome["user"]["id"] == "someone"
+        await assert_demo_welcomes_a_plain_client(text, env)
         assert (tmp_path / "data" / "redis").is_dir()  # its private redis-server
     finally:
-        proc.send_signal(2)
-        proc.wait(20)
-    assert proc.returncode == 0
+        stop_up(proc)
+
+
+async def test_readme_first_command_as_written_in_a_fresh_checkout(tmp_path: Path) -> None:
+    """`scripts/up`, no flags, in a checkout that has never run: the default data dir is
+    relative (`.liveroom`), which is what a newcomer gets. The checkout's `.venv` is this
+    one (so setup finds its packages installed); the ports come from the environment only
+    because 8080/8081 may be taken on a test machine."""
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    for name in ("scripts", "pyproject.toml", "README.md"):
+        src = ROOT / name
+        dst = checkout / name
+        if src.is_dir():
+            shutil.copytree(src, dst)
+        else:
+            shutil.copy(src, dst)
+    (checkout / ".venv").symlink_to(ROOT / ".venv")
+    first = re.search(r"Run it: `([^`]+)`", (ROOT / "README.md").read_text()).group(1)  # type: ignore[union-attr]
+    assert first == "scripts/up"
+    env = {
+        **dev_env(),
+        "LIVEROOM_HTTP_PORT": str(free_port()),
+        "LIVEROOM_WS_PORT": str(free_port()),
+    }
+    proc, text = start_up(["bash", "-c", first], checkout, env)
+    try:
+        await assert_demo_welcomes_a_plain_client(text, env)
+        assert (checkout / ".liveroom" / "redis" / "redis.log").is_file()
+    finally:
+        stop_up(proc)
