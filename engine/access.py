@@ -2,7 +2,10 @@
 
 The check runs once per connection (and once per revocation), never per message. Grants and
 revocations are written here too; every revocation is also appended to the revocations stream,
-which every gateway's one reader follows, so a refund reaches all connections at once.
+which every gateway's one reader follows, so a refund (or a ban) reaches all connections at once.
+A ban is one more reason not to be entitled: a banned viewer fails this same check, so the
+gateway and media close its connections exactly as after a refund. Whoever controls the room
+(its hosts, owner and admins) is never shut out by a ban.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from redis.asyncio import Redis
 
 from engine import keys
 from engine.codec import pack_stored, unpack_stored
-from engine.errors import InvalidBody, NotEntitled
+from engine.errors import Banned, Conflict, InvalidBody, NotEntitled
 from engine.ids import RoomId
 from engine.rooms import TIERS, Room
 from engine.tokens import Identity
@@ -61,6 +64,9 @@ class Revocation:
     reason: str
     muted_until: float | None = None
     """Set for a mute: no re-check, the connections just stop accepting danmaku."""
+    words: bool = False
+    """Set (with ``user`` empty) when ``room``'s blocked words changed: gateways drop their
+    copy and load the new list once; nobody's access is re-checked."""
 
     def to_event(self) -> dict:
         return {
@@ -68,12 +74,19 @@ class Revocation:
             "room": self.room,
             "reason": self.reason,
             "muted_until": self.muted_until,
+            "words": self.words,
         }
 
 
 def decode_revocation(fields: dict[bytes, bytes]) -> Revocation:
     d = unpack_stored(fields[b"e"])
-    return Revocation(d["user"], d.get("room"), d.get("reason", ""), d.get("muted_until"))
+    return Revocation(
+        d["user"],
+        d.get("room"),
+        d.get("reason", ""),
+        d.get("muted_until"),
+        bool(d.get("words", False)),
+    )
 
 
 def tier_rank(tier: str | None) -> int:
@@ -91,12 +104,15 @@ class EntitlementCheck:
             p.get(keys.ticket(room.id, user))
             p.hgetall(keys.membership(user))
             p.get(keys.mute(room.id, user))
-            ticket, member, muted = await p.execute()
+            p.get(keys.ban(room.id, user))
+            ticket, member, muted, ban = await p.execute()
         m = _membership(member)
         tier = m.tier if m is not None and m.active(now) else None
         mute = float(muted or 0)
         if identity.controls(room.id, room.owner):
             return AccessDecision("host", tier=tier)
+        if ban is not None and (float(ban) == 0 or float(ban) > now):
+            raise Banned("you are banned from this room")
         if not room.access.paid:
             return AccessDecision("free", tier=tier, muted_until=mute)
         if ticket is not None and (float(ticket) == 0 or float(ticket) > now):
@@ -157,13 +173,39 @@ class EntitlementCheck:
         await self._announce(Revocation(user, room, "muted", until))
         return until
 
+    async def ban(self, room: Room, user: str, seconds: int | None, *, now: float) -> float | None:
+        """Ban ``user`` from ``room`` for ``seconds`` (None = for good); its connections and
+        media sessions in the room end at once. Answers the ban's end (None = for good).
+        Banning the owner is refused: the owner always controls its room."""
+        if user == room.owner:
+            raise Conflict("the room's owner always has access and cannot be banned")
+        key = keys.ban(room.id, user)
+        if seconds is None:
+            await self.redis.set(key, 0)  # a plain SET also drops an earlier ban's TTL
+            until = None
+        else:
+            until = now + seconds
+            await self.redis.set(key, repr(until), ex=seconds)
+        await self._announce(Revocation(user, room.id, "banned"))
+        return until
+
+    async def unban(self, room: RoomId, user: str) -> bool:
+        """Lift a ban (idempotent): whether there was one in force. Nothing to re-check: a
+        banned user has no open connection in the room."""
+        return bool(await self.redis.delete(keys.ban(room, user)))
+
     async def _announce(self, r: Revocation) -> None:
-        await self.redis.xadd(
-            keys.revocations(),
-            {"e": pack_stored(r.to_event())},
-            maxlen=REVOCATIONS_MAXLEN,
-            approximate=True,
-        )
+        await announce(self.redis, r)
+
+
+async def announce(redis: Redis, r: Revocation) -> None:
+    """Append ``r`` to the revocations stream every gateway and media process follows."""
+    await redis.xadd(
+        keys.revocations(),
+        {"e": pack_stored(r.to_event())},
+        maxlen=REVOCATIONS_MAXLEN,
+        approximate=True,
+    )
 
 
 def _membership(h: dict[bytes, bytes] | None) -> Membership | None:

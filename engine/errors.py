@@ -107,3 +107,15 @@ class Muted(Forbidden):
     """The user is muted in this room."""
 
     code = "muted"
+
+
+class Banned(Forbidden):
+    """The user is banned from this room."""
+
+    code = "banned"
+
+
+class Blocked(Forbidden):
+    """The danmaku contains a word blocked in this room."""
+
+    code = "blocked"

@@ -13,6 +13,7 @@ from engine import keys
 from engine.codec import dumps_json, loads_json
 from engine.errors import Conflict, InvalidBody, NotFound
 from engine.ids import RoomId, new_epoch, new_room_id, room_id
+from engine.tokens import Identity, Role
 
 TIERS = ("normal", "senior", "vip")
 MAX_TITLE_CHARS = 200
@@ -169,6 +170,8 @@ class RoomStore:
         async with self.redis.pipeline(transaction=True) as p:
             p.hset(key, mapping=room.to_hash())
             p.sadd(keys.rooms_index(), room.id)
+            p.zadd(keys.rooms_by_time(), {room.id: room.created_at})
+            p.zadd(keys.rooms_owned(owner), {room.id: room.created_at})
             await p.execute()
         return room
 
@@ -182,3 +185,64 @@ class RoomStore:
         room = await self.get(rid)
         await self.redis.hset(keys.room(rid), "status", status.value)
         return replace(room, status=status)
+
+    # -- listing (GET /api/rooms) ------------------------------------------------------------
+
+    async def list_all(self, *, offset: int, limit: int) -> tuple[list[Room], bool]:
+        """Every room, newest first: a page of ``limit`` from ``offset``, and whether more
+        follow."""
+        await self._index_old_rooms()
+        ids = await self.redis.zrevrange(keys.rooms_by_time(), offset, offset + limit)
+        return await self._page([RoomId(i.decode()) for i in ids], limit)
+
+    async def list_controlled(
+        self, identity: Identity, *, offset: int, limit: int
+    ) -> tuple[list[Room], bool]:
+        """The rooms a host controls (its token's ``rooms`` and the rooms it owns), newest
+        first, paged like ``list_all``."""
+        if identity.role is Role.ADMIN:
+            return await self.list_all(offset=offset, limit=limit)
+        await self._index_old_rooms()
+        owned = await self.redis.zrevrange(
+            keys.rooms_owned(identity.user), 0, offset + limit, withscores=True
+        )
+        created = {RoomId(i.decode()): score for i, score in owned}
+        named = sorted(identity.rooms - created.keys())
+        if named:
+            scores = await self.redis.zmscore(keys.rooms_by_time(), named)
+            created.update((r, s) for r, s in zip(named, scores, strict=True) if s is not None)
+        # Newest first; ties (same created_at) in reverse id order, as ZREVRANGE orders them.
+        ordered = sorted(created, key=lambda r: (created[r], r), reverse=True)
+        return await self._page(ordered[offset : offset + limit + 1], limit)
+
+    async def _page(self, ids: list[RoomId], limit: int) -> tuple[list[Room], bool]:
+        async with self.redis.pipeline(transaction=False) as p:
+            for rid in ids[:limit]:
+                p.hgetall(keys.room(rid))
+            hashes = await p.execute()
+        rooms = [Room.from_hash(h) for h in hashes if h and b"epoch" in h]
+        return rooms, len(ids) > limit
+
+    async def _index_old_rooms(self) -> None:
+        """Rooms created before the time index existed are in ``rooms_index`` only: add them
+        to the time and owner indexes (once; a no-op while the counts agree)."""
+        async with self.redis.pipeline(transaction=False) as p:
+            p.scard(keys.rooms_index())
+            p.zcard(keys.rooms_by_time())
+            total, indexed = await p.execute()
+        if indexed >= total:
+            return
+        ids = sorted(m.decode() for m in await self.redis.smembers(keys.rooms_index()))
+        scores = await self.redis.zmscore(keys.rooms_by_time(), ids) if ids else []
+        missing = [RoomId(i) for i, s in zip(ids, scores, strict=True) if s is None]
+        async with self.redis.pipeline(transaction=False) as p:
+            for rid in missing:
+                p.hmget(keys.room(rid), "created_at", "owner")
+            found = await p.execute()
+        async with self.redis.pipeline(transaction=False) as p:
+            for rid, (created_at, owner) in zip(missing, found, strict=True):
+                if created_at is None or owner is None:
+                    continue
+                p.zadd(keys.rooms_by_time(), {rid: float(created_at)})
+                p.zadd(keys.rooms_owned(owner.decode()), {rid: float(created_at)})
+            await p.execute()
