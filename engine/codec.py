@@ -61,9 +61,10 @@ def decode_message(data: bytes | str, *, max_bytes: int = 64 * 1024, max_depth: 
     Text messages are JSON, binary messages are msgpack, whatever was negotiated: a client
     that mixes them is still understood. Raises ``BadRequest`` on anything undecodable.
     """
-    # A text message's size is its UTF-8 length (up to 4 bytes a character).
+    # A text message's size is its UTF-8 length (up to 4 bytes a character); a lone surrogate
+    # is counted here and refused below.
     size = (
-        len(data.encode("utf-8"))
+        len(data.encode("utf-8", "surrogatepass"))
         if isinstance(data, str) and len(data) * 4 > max_bytes
         else len(data)
     )
@@ -79,7 +80,7 @@ def decode_message(data: bytes | str, *, max_bytes: int = 64 * 1024, max_depth: 
                 strict_map_key=True,
                 max_str_len=max_bytes,
                 max_bin_len=max_bytes,
-                max_array_len=4096,
+                max_array_len=_max_array_len(data),
                 max_map_len=256,
                 max_ext_len=0,
             )
@@ -94,6 +95,13 @@ def decode_message(data: bytes | str, *, max_bytes: int = 64 * 1024, max_depth: 
         raise BadRequest(f"undecodable message: {exc.__class__.__name__}") from None
     if _depth(value, max_depth) > max_depth:
         raise BadRequest(f"message nested deeper than {max_depth}")
+    if isinstance(data, str) and ("\\u" in data or not data.isascii()):
+        # `"\\ud800"` decodes to a lone surrogate, which no encoder can write out again (the
+        # ack echoing its `ref`, the stored danmaku would fail): refuse it here.
+        try:
+            _json_encoder.encode(value).encode("utf-8")
+        except UnicodeEncodeError:
+            raise BadRequest("undecodable message: a lone surrogate in a string") from None
     return value
 
 
@@ -123,9 +131,28 @@ def loads_json(text: str | bytes) -> Any:
     return json.loads(text)
 
 
+# msgpack allocates an array's slots when it reads the header, before any element arrives, and
+# stops nesting only at 1,024 levels: nested array16 headers (3 bytes each) claiming 4,096
+# elements once took 32 MiB for a 4 KiB message. So all the array16/array32 headers a message
+# may hold (every byte 0xdc or 0xdd counts as one) share these slots (512 KiB): up to 16 of
+# them may claim 4,096 each, more claim less. Ops carry no arrays.
+_MAX_ARRAY_SLOTS = 1 << 16
+
+
+def _max_array_len(data: bytes) -> int:
+    headers = data.count(0xDC) + data.count(0xDD)
+    return min(4096, _MAX_ARRAY_SLOTS // max(headers, 1))
+
+
 def _depth(value: Any, limit: int, level: int = 0) -> int:
     """Nesting depth of containers (a flat map is 1), giving up once past ``limit``."""
     if level > limit or not isinstance(value, (dict, list)):
         return level
-    children = value.values() if isinstance(value, dict) else value
-    return max((_depth(v, limit, level + 1) for v in children), default=level + 1)
+    deepest = level + 1
+    for child in value.values() if isinstance(value, dict) else value:
+        # Scalars cost no call: this runs on every message, and one of 64 KiB holds ~30,000.
+        if isinstance(child, (dict, list)):
+            deepest = max(deepest, _depth(child, limit, level + 1))
+            if deepest > limit:
+                break
+    return deepest
