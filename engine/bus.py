@@ -19,7 +19,7 @@ from engine import keys, scripts
 from engine.codec import Event, pack_stored, unpack_stored
 from engine.ids import ZERO_ID, EventId, RoomId, stream_id_key
 from engine.settings import Settings
-from engine.tasks import cancel_and_wait
+from engine.tasks import TaskSet, cancel_and_wait
 
 log = logging.getLogger("liveroom.bus")
 
@@ -68,21 +68,36 @@ class RoomBus:
     def __init__(self, redis: Redis, settings: Settings) -> None:
         self.redis = redis
         self.settings = settings
-        self._publish = scripts.register(redis, "publish")
+        self._publish = scripts.guarded(redis, "publish")
 
     async def publish(self, room: RoomId, event: Event) -> EventId:
         """Append a history event; its stream id is its event id."""
+        return (await self._append(room, event, None))[0]
+
+    async def publish_once(
+        self, room: RoomId, event: Event, user: str, ref: str
+    ) -> tuple[EventId, bool]:
+        """Append the event of ``user``'s op ``ref`` at most once for ``danmaku_ref_ttl_s``:
+        a resend, or redis-py retrying this call after a timeout, gets the first call's id
+        back. Returns (id, whether this call published it)."""
+        return await self._append(room, event, keys.danmaku_ref(room, user, ref))
+
+    async def _append(
+        self, room: RoomId, event: Event, dedupe_key: str | None
+    ) -> tuple[EventId, bool]:
         s = self.settings
-        raw = await self._publish(
-            keys=[keys.events(room)],
-            args=[
-                pack_stored(event),
-                s.history_keep_events,
-                s.history_keep_seconds,
-                s.history_hard_cap,
-            ],
-        )
-        return EventId(raw.decode() if isinstance(raw, bytes) else raw)
+        keys_ = [keys.events(room)]
+        args: list[object] = [
+            pack_stored(event),
+            s.history_keep_events,
+            s.history_keep_seconds,
+            s.history_hard_cap,
+        ]
+        if dedupe_key is not None:
+            keys_.append(dedupe_key)
+            args.append(s.danmaku_ref_ttl_s)
+        raw, fresh = await self._publish(keys=keys_, args=args)
+        return EventId(raw.decode() if isinstance(raw, bytes) else raw), bool(fresh)
 
     async def head(self, room: RoomId) -> StreamHead:
         try:
@@ -125,6 +140,7 @@ class RoomReader:
         self._key_to_room: dict[bytes, RoomId] = {}
         self._followed: dict[str, tuple[str, Callable[[list], None]]] = {}
         self._task: asyncio.Task[None] | None = None
+        self._pokes = TaskSet("reader-wakeup")
         self.reads = 0
 
     @property
@@ -160,7 +176,7 @@ class RoomReader:
                 pass
 
         if self._task is not None:
-            asyncio.get_running_loop().create_task(poke())
+            self._pokes.spawn(poke())
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="room-reader")
@@ -168,6 +184,7 @@ class RoomReader:
     async def stop(self) -> None:
         await cancel_and_wait([self._task])
         self._task = None
+        await self._pokes.stop()
         try:
             await self._poke.delete(self._wake_key)
         except RedisError:

@@ -1,7 +1,9 @@
 """Likes and online counts: counters in Redis, fed by every gateway's local deltas.
 
 A gateway never writes a counter per like or per connection; it reports what changed since its
-last report, once per interval, for all its rooms in one round trip.
+last report, once per interval, for all its rooms in one round trip. Each report carries a
+number, increasing per gateway: redis-py retrying a report after a timeout, or the gateway
+resending one whose reply it never got, adds its deltas once (``lua/count.lua``).
 """
 
 from __future__ import annotations
@@ -12,6 +14,9 @@ from redis.asyncio import Redis
 
 from engine import keys, scripts
 from engine.ids import RoomId
+
+SEQ_TTL_S = 3600
+"""How long a gateway's last report number is kept per room (far beyond any retry)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +32,13 @@ class RoomCounters:
         self.gateway_id = gateway_id
         self.online_ttl_ms = online_ttl_ms
         self._online = scripts.register(redis, "online")
+        self._count = scripts.register(redis, "count")
+        self._seq = 0
+
+    def next_seq(self) -> int:
+        """A new report number (a report resent after an error keeps its first number)."""
+        self._seq += 1
+        return self._seq
 
     async def sync(
         self,
@@ -36,24 +48,36 @@ class RoomCounters:
         *,
         danmaku_deltas: dict[RoomId, int] | None = None,
         new_viewers: dict[RoomId, set[str]] | None = None,
+        seq: int | None = None,
     ) -> dict[RoomId, RoomTotals]:
         """Add like deltas, optionally report online counts; return every room's totals.
 
         Danmaku counts and newly admitted viewers (for unique-viewer stats) ride along in the
-        same round trip; their replies are not needed."""
+        same round trip. ``seq`` numbers the report (a new one when None); resending a report
+        that may have been applied must pass its first number. Every write here is safe to
+        repeat: the deltas by number, the rest by nature (online shares, HyperLogLog)."""
+        chats = danmaku_deltas or {}
         rooms = list(like_deltas)
+        rooms += [r for r in chats if r not in like_deltas]
         if online_counts:
-            rooms += [r for r in online_counts if r not in like_deltas]
-        if not rooms and not danmaku_deltas and not new_viewers:
+            rooms += [r for r in online_counts if r not in like_deltas and r not in chats]
+        if not rooms and not new_viewers:
             return {}
+        seq = self.next_seq() if seq is None else seq
         async with self.redis.pipeline(transaction=False) as p:
-            for room, n in (danmaku_deltas or {}).items():
-                p.incrby(keys.danmaku_count(room), n)
             for room, users in (new_viewers or {}).items():
                 p.pfadd(keys.unique_viewers(room), *users)
-            extra = len(danmaku_deltas or {}) + len(new_viewers or {})
+            extra = len(new_viewers or {})
             for room in rooms:
-                p.incrby(keys.likes(room), like_deltas.get(room, 0))
+                await self._count(
+                    keys=[
+                        keys.likes(room),
+                        keys.danmaku_count(room),
+                        keys.counter_seq(room, self.gateway_id),
+                    ],
+                    args=[seq, like_deltas.get(room, 0), chats.get(room, 0), SEQ_TTL_S],
+                    client=p,
+                )
                 p.hgetall(keys.stock(room))
                 if online_counts is not None and room in online_counts:
                     await self._online(

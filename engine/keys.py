@@ -46,8 +46,18 @@ def danmaku_count(room: RoomId) -> str:
 
 
 def rooms_index() -> str:
-    """Set of every room id (process-wide, not room-tagged)."""
+    """Set of every room id (process-wide, not room-tagged); kept beside `rooms_by_time`."""
     return PREFIX + "rooms"
+
+
+def rooms_by_time() -> str:
+    """Sorted set: every room id by creation time (epoch s), for `GET /api/rooms`."""
+    return PREFIX + "rooms:created"
+
+
+def rooms_owned(user: str) -> str:
+    """Sorted set: ids of the rooms ``user`` created, by creation time (user-tagged)."""
+    return f"{PREFIX}{{user:{user}}}:rooms"
 
 
 def reader_wakeup(gateway: str) -> str:
@@ -125,6 +135,17 @@ def mute(room: RoomId, user: str) -> str:
     return _room(room) + f":mute:{user}"
 
 
+def ban(room: RoomId, user: str) -> str:
+    """String: ``user`` is banned from ``room`` (value: until, epoch s; 0 = for good; a timed
+    ban also carries the TTL)."""
+    return _room(room) + f":ban:{user}"
+
+
+def blocked_words(room: RoomId) -> str:
+    """Set: the room's own blocked words, casefolded (danmaku containing one are refused)."""
+    return _room(room) + ":words"
+
+
 def peak_online(room: RoomId) -> str:
     """String: the highest online total ever reported for the room."""
     return _room(room) + ":peak"
@@ -168,3 +189,20 @@ def lotteries(room: RoomId) -> str:
 def lotteries_open(room: RoomId) -> str:
     """Hash: open lottery id -> its public record (JSON), for `welcome` and rule matching."""
     return _room(room) + ":lotteries:open"
+
+
+def user_conns(room: RoomId, user: str) -> str:
+    """Sorted set: connection id -> expiry (ms) of ``user``'s open connections to ``room``,
+    across every gateway (the per-user connection limit; see lua/conn_slot.lua)."""
+    return _room(room) + f":conns:{user}"
+
+
+def danmaku_ref(room: RoomId, user: str, ref: str) -> str:
+    """String with TTL: the event id a danmaku ``ref`` of ``user`` published (resend = same ack)."""
+    return _room(room) + f":dmref:{user}:{ref}"
+
+
+def counter_seq(room: RoomId, gateway: str) -> str:
+    """String with TTL: the last counter report of ``gateway`` applied to the room (so a
+    retried report counts once; see lua/count.lua)."""
+    return _room(room) + f":seq:{gateway}"

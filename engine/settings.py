@@ -52,7 +52,24 @@ class Settings:
     max_connections: int = 15_000
     """Connections one gateway process accepts before answering 503."""
     max_conns_per_user: int = 5
-    """Connections one user may hold to one room (429 beyond)."""
+    """Connections one user may hold to one room, across every gateway (429 beyond)."""
+    conn_slot_ttl_ms: int = 15_000
+    """A per-user connection slot lives this long unless its gateway refreshes it (a dead
+    gateway's slots free themselves after this)."""
+    max_conns_per_ip: int = 1_000
+    """Connections one client IP may hold to one gateway process (429 beyond; 0 = no cap)."""
+    ip_limit_exempt: str = "127.0.0.1,::1"
+    """Comma-separated addresses `max_conns_per_ip` does not apply to: a reverse proxy or
+    balancer in front of the gateway (every client arrives from it), a load generator."""
+    allowed_origins: str = ""
+    """Comma-separated `Origin`s browsers may connect from (403 otherwise). Empty: any origin
+    in dev mode; outside it, only pages of the host the client connected to."""
+    handshake_timeout_s: float = 5.0
+    """A WebSocket opening handshake (request, auth, upgrade) must finish within this."""
+    msg_rate: float = 100.0
+    """Sustained messages per second one connection may send, any op (more are dropped)."""
+    msg_burst: int = 200
+    """Messages a connection may send at once before the excess is dropped."""
     bad_message_limit: int = 10
     """Bad messages tolerated in `bad_message_window_s`; one more closes with 1008."""
     bad_message_window_s: float = 10.0
@@ -62,13 +79,16 @@ class Settings:
     blocked_words: str = ""
     """Comma-separated words a danmaku may not contain (`blocked`), matched case-insensitively."""
     danmaku_rate: float = 2.0
-    """Sustained danmaku per second per connection."""
+    """Sustained danmaku per second per user in a room (its connections on one gateway
+    share it)."""
     danmaku_burst: int = 10
-    """Danmaku a connection may send at once before `rate_limited`."""
+    """Danmaku a user may send at once before `rate_limited`."""
+    danmaku_ref_ttl_s: int = 600
+    """A danmaku `ref` publishes at most once this long (a resend gets the same ack)."""
     like_rate: float = 500.0
-    """Sustained likes per second per connection; more are dropped silently."""
+    """Sustained likes per second per user in a room; more are dropped silently."""
     like_burst: int = 2_000
-    """Likes a connection may send at once."""
+    """Likes a user may send at once."""
     max_inflight_buys: int = 32
     """`buy` ops of one connection handled at once (more wait their turn)."""
     buy_batching: bool = True

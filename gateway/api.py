@@ -10,7 +10,7 @@ import time
 from importlib import resources
 from typing import Annotated, Any, Literal, Protocol
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -31,6 +31,7 @@ from engine.rooms import NewRoom, Room, RoomStatus, RoomStore
 from engine.sales import NewSale, SaleLedger
 from engine.settings import Settings
 from engine.tokens import Identity, Role, verify
+from engine.words import MAX_WORD_CHARS, MAX_WORDS, BlockedWords
 from media.counts import media_viewers
 
 # -- schemas (for /openapi.json; the domain validates again in engine.rooms) ----------------
@@ -150,6 +151,46 @@ class MuteOut(BaseModel):
     room: str
     user: str
     muted_until: float
+
+
+class BanIn(BaseModel):
+    user: str = Field(..., pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    seconds: int | None = Field(
+        None, ge=1, le=30 * 86400, strict=True, description="absent or null: for good"
+    )
+
+
+class BanOut(BaseModel):
+    room: str
+    user: str
+    banned_until: float | None = Field(None, description="epoch seconds; null: for good")
+    lifted: bool | None = Field(None, description="DELETE: whether a ban was in force")
+
+
+class WordsIn(BaseModel):
+    blocked: list[Annotated[str, Field(min_length=1, max_length=MAX_WORD_CHARS)]] = Field(
+        ..., max_length=MAX_WORDS
+    )
+
+
+class WordsOut(BaseModel):
+    room: str
+    blocked: list[str] = Field(..., description="stripped, casefolded, sorted, no duplicates")
+
+
+class RoomListItem(BaseModel):
+    id: str
+    title: str
+    status: Literal["scheduled", "live", "ended"]
+    access: dict[str, Any]
+    owner: str
+    created_at: float
+    media: dict[str, Any] | None = None
+
+
+class RoomListOut(BaseModel):
+    rooms: list[RoomListItem]
+    next_offset: int | None = Field(None, description="`offset` of the next page; null: last")
 
 
 class SaleStats(BaseModel):
@@ -273,6 +314,7 @@ def create_app(settings: Settings, redis: Redis, *, media: MediaMount | None = N
     access = EntitlementCheck(redis)
     sales = SaleLedger(redis, settings)
     lotteries = LotteryBook(redis, events_cap=settings.history_hard_cap)
+    words = BlockedWords(redis)
 
     @app.exception_handler(LiveroomError)
     async def _liveroom_error(_: Request, exc: LiveroomError) -> JSONResponse:
@@ -318,6 +360,22 @@ def create_app(settings: Settings, redis: Redis, *, media: MediaMount | None = N
             raise Forbidden("only hosts and admins create rooms")
         new = NewRoom.parse(body.model_dump(exclude_none=True))
         return await public(await rooms.create(new, who.user))
+
+    @app.get("/api/rooms", response_model=RoomListOut, tags=["rooms"])
+    async def list_rooms(
+        who: Caller,
+        limit: Annotated[int, Query(ge=1, le=200)] = 50,
+        offset: Annotated[int, Query(ge=0, le=100_000)] = 0,
+    ) -> dict[str, Any]:
+        """The rooms the caller may control, newest first (admins: every room; hosts: the
+        rooms in their token's `rooms` and those they created). Page on with `next_offset`."""
+        if who.role is Role.VIEWER:
+            raise Forbidden("only hosts and admins list rooms")
+        page, more = await rooms.list_controlled(who, offset=offset, limit=limit)
+        return {
+            "rooms": [r.to_dict() for r in page],
+            "next_offset": offset + limit if more else None,
+        }
 
     @app.get("/api/rooms/{room}", response_model=RoomOut, tags=["rooms"])
     async def get_room(room: str, who: Caller) -> dict[str, Any]:
@@ -442,6 +500,37 @@ def create_app(settings: Settings, redis: Redis, *, media: MediaMount | None = N
         record = await controlled(room, who)
         until = await access.mute(record.id, body.user, body.seconds, now=time.time())
         return {"room": record.id, "user": body.user, "muted_until": until}
+
+    @app.post("/api/rooms/{room}/bans", response_model=BanOut, tags=["rooms"])
+    async def post_ban(room: str, body: BanIn, who: Caller) -> dict[str, Any]:
+        """Ban a user from the room for `seconds` (absent: for good): its connections and
+        media sessions in the room end within a second (4403), joins get 403 `banned`.
+        The room's hosts and admins keep access; banning the owner answers 409."""
+        record = await controlled(room, who)
+        until = await access.ban(record, body.user, body.seconds, now=time.time())
+        return {"room": record.id, "user": body.user, "banned_until": until}
+
+    @app.delete("/api/rooms/{room}/bans/{user}", response_model=BanOut, tags=["rooms"])
+    async def delete_ban(room: str, user: str, who: Caller) -> dict[str, Any]:
+        """Lift a ban; idempotent (`lifted` says whether one was in force)."""
+        record = await controlled(room, who)
+        lifted = await access.unban(record.id, valid_user(user))
+        return {"room": record.id, "user": user, "lifted": lifted}
+
+    @app.put("/api/rooms/{room}/words", response_model=WordsOut, tags=["rooms"])
+    async def put_words(room: str, body: WordsIn, who: Caller) -> dict[str, Any]:
+        """Replace the room's blocked words at once (an empty list clears them): danmaku
+        containing one, in any case, get `blocked` on every gateway. The deployment's own
+        `blocked_words` setting applies as well."""
+        record = await controlled(room, who)
+        result = await words.replace(record.id, body.blocked)
+        return {"room": record.id, "blocked": list(result.words)}
+
+    @app.get("/api/rooms/{room}/words", response_model=WordsOut, tags=["rooms"])
+    async def get_words(room: str, who: Caller) -> dict[str, Any]:
+        """The room's own blocked words."""
+        record = await controlled(room, who)
+        return {"room": record.id, "blocked": list((await words.get(record.id)).words)}
 
     @app.get("/api/rooms/{room}/stats", response_model=StatsOut, tags=["rooms"])
     async def stats(room: str, who: Caller) -> dict[str, Any]:

@@ -11,6 +11,7 @@ import asyncio
 import logging
 from typing import Any
 
+from engine import scripts
 from engine.errors import Unavailable
 from engine.sales import Order, SaleLedger, answer_to_order
 
@@ -33,6 +34,8 @@ class BuyBatcher:
         self.pending = 0
         self._queue: list[tuple[list[str], list[Any], asyncio.Future[bytes]]] = []
         self._flushing = False
+        self._flusher: asyncio.Task[None] | None = None
+        """The one flush in flight (held: asyncio keeps only weak references to tasks)."""
         self.batches = 0
         self.attempts = 0
 
@@ -55,7 +58,7 @@ class BuyBatcher:
         self._queue.append((keys, args, fut))
         if not self._flushing:
             self._flushing = True
-            asyncio.get_running_loop().create_task(self._flush())
+            self._flusher = asyncio.get_running_loop().create_task(self._flush())
         return answer_to_order(await fut)
 
     async def _flush(self) -> None:
@@ -77,7 +80,7 @@ class BuyBatcher:
                     if fut.done():
                         continue
                     if isinstance(result, Exception):
-                        fut.set_exception(result)
+                        fut.set_exception(scripts.late_to_unavailable(result))
                     else:
                         fut.set_result(result)
         finally:

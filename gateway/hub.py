@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from websockets.frames import Frame, Opcode
@@ -24,8 +25,9 @@ from engine.ids import RoomId, stream_id_key
 from engine.lottery import LotteryBook, Rule
 from engine.ratelimit import TokenBucket, WindowCounter
 from engine.settings import Settings
-from engine.tasks import cancel_and_wait
+from engine.tasks import TaskSet, cancel_and_wait
 from engine.tokens import Identity
+from engine.words import WordFilter
 
 if TYPE_CHECKING:
     from websockets.asyncio.server import ServerConnection
@@ -42,6 +44,16 @@ def frame(events: list[Event], sp: Subprotocol) -> bytes:
     """One complete, unmasked server frame carrying ``events`` (compression is off)."""
     opcode = Opcode.BINARY if sp.binary else Opcode.TEXT
     return Frame(opcode, encode(events, sp)).serialize(mask=False)
+
+
+@dataclass(frozen=True, slots=True)
+class CounterReport:
+    """One gateway's like, danmaku and new-viewer deltas, numbered for Redis (applied once)."""
+
+    seq: int
+    likes: dict[RoomId, int]
+    chats: dict[RoomId, int]
+    viewers: dict[RoomId, set[str]]
 
 
 class Conn:
@@ -68,6 +80,10 @@ class Conn:
         "lotteries_entered",
         "lotteries_liked",
         "preview_timer",
+        "msg_bucket",
+        "dropped",
+        "flood_noted_at",
+        "tasks",
     )
 
     def __init__(
@@ -79,6 +95,7 @@ class Conn:
         access: str,
         settings: Settings,
         now: float,
+        tasks: TaskSet,
     ) -> None:
         self.ws = ws
         self.transport = ws.transport
@@ -91,8 +108,14 @@ class Conn:
         self.pending: list[Event] = []
         self.skip_until: tuple[int, int] | None = None
         self.closing = False
+        # Per user: RoomHub.attach hands every connection of one user in one room the same two.
         self.danmaku_bucket = TokenBucket(settings.danmaku_rate, settings.danmaku_burst, now)
         self.like_bucket = TokenBucket(settings.like_rate, settings.like_burst, now)
+        self.msg_bucket = TokenBucket(settings.msg_rate, settings.msg_burst, now)
+        """Every message of this connection, whatever the op (a flood is dropped undecoded)."""
+        self.dropped = 0
+        self.flood_noted_at = 0.0
+        self.tasks = tasks
         self.bad = WindowCounter(settings.bad_message_limit, settings.bad_message_window_s)
         self.timers: list[asyncio.TimerHandle] = []
         self.tier: str | None = None
@@ -121,7 +144,7 @@ class Conn:
         if self.closing:
             return
         self.closing = True
-        asyncio.get_running_loop().create_task(self.ws.close(code, reason))
+        self.tasks.spawn(self.ws.close(code, reason))
 
 
 class LocalRoom:
@@ -138,6 +161,8 @@ class LocalRoom:
         "lotteries",
         "lottery_likers",
         "stock_sent_at",
+        "words",
+        "words_loading",
     )
 
     def __init__(self, room: RoomId) -> None:
@@ -155,12 +180,18 @@ class LocalRoom:
         self.likes: int | None = None
         self.online: int | None = None
         self.reported_online = -1
+        self.words: WordFilter | None = None
+        """The room's own blocked words; None until loaded (and again after a change)."""
+        self.words_loading: asyncio.Task[WordFilter] | None = None
 
 
 class RoomHub:
-    def __init__(self, settings: Settings, counters: RoomCounters) -> None:
+    def __init__(
+        self, settings: Settings, counters: RoomCounters, tasks: TaskSet | None = None
+    ) -> None:
         self.settings = settings
         self.counters = counters
+        self.tasks = tasks or TaskSet("hub")
         self.rooms: dict[RoomId, LocalRoom] = {}
         self.lotteries: LotteryBook | None = None  # set by the gateway (like-rule entries)
         self.by_user: dict[str, set[Conn]] = {}
@@ -169,6 +200,7 @@ class RoomHub:
         self.events_delivered = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._flush_lock = asyncio.Lock()
+        self._unconfirmed: CounterReport | None = None
 
     # -- connections -----------------------------------------------------------------------
 
@@ -182,7 +214,12 @@ class RoomHub:
             room = self.rooms[conn.room] = LocalRoom(conn.room)
         room.conns.add(conn)
         room.new_viewers.add(conn.identity.user)
-        self.by_user.setdefault(conn.identity.user, set()).add(conn)
+        mine = self.by_user.setdefault(conn.identity.user, set())
+        for other in mine:  # the user's rate limits are shared by its connections here
+            if other.room == conn.room:
+                conn.danmaku_bucket, conn.like_bucket = other.danmaku_bucket, other.like_bucket
+                break
+        mine.add(conn)
         return room
 
     def detach(self, conn: Conn) -> None:
@@ -347,35 +384,39 @@ class RoomHub:
                     room.lottery_likers.setdefault(lottery, set()).update(users)
                     log.warning("lottery likes not reported yet: %s", exc)
 
-    async def sync_counters(self, full: bool, now: float) -> None:
-        deltas: dict[RoomId, int] = {}
-        for room in self.rooms.values():
-            if room.like_delta or full:
-                deltas[room.id] = room.like_delta
-        online = {r.id: len(r.conns) for r in self.rooms.values()} if full else None
+    def _take_report(self, full: bool) -> CounterReport | None:
+        """Take every room's deltas into one numbered report (they leave the rooms)."""
+        likes = {r.id: r.like_delta for r in self.rooms.values() if r.like_delta or full}
         chats = {r.id: r.danmaku_delta for r in self.rooms.values() if r.danmaku_delta}
         viewers = {r.id: r.new_viewers for r in self.rooms.values() if r.new_viewers}
-        if not deltas and not online and not chats and not viewers:
-            return
-        taken = {rid: d for rid, d in deltas.items()}
-        for rid in taken:
-            self.rooms[rid].like_delta -= taken[rid]
+        if not likes and not chats and not viewers and not full:
+            return None
+        for rid, n in likes.items():
+            self.rooms[rid].like_delta -= n
         for rid in chats:
             self.rooms[rid].danmaku_delta = 0
         for rid in viewers:
             self.rooms[rid].new_viewers = set()
-        try:
-            totals = await self.counters.sync(
-                taken, online, int(now * 1000), danmaku_deltas=chats, new_viewers=viewers
-            )
-        except Exception:
-            for rid in set(taken) | set(chats) | set(viewers):  # give it all back: nothing lost
-                room = self.rooms.get(rid)
-                if room is not None:
-                    room.like_delta += taken.get(rid, 0)
-                    room.danmaku_delta += chats.get(rid, 0)
-                    room.new_viewers |= viewers.get(rid, set())
-            raise
+        return CounterReport(self.counters.next_seq(), likes, chats, viewers)
+
+    async def sync_counters(self, full: bool, now: float) -> None:
+        # A report whose reply never came may have been applied: it is resent as it was, under
+        # its number, until one reply comes (Redis applies a number once). New deltas wait.
+        report = self._unconfirmed or self._take_report(full)
+        online = {r.id: len(r.conns) for r in self.rooms.values()} if full else None
+        if report is None and not online:
+            return
+        report = report or CounterReport(self.counters.next_seq(), {}, {}, {})
+        self._unconfirmed = report
+        totals = await self.counters.sync(
+            report.likes,
+            online,
+            int(now * 1000),
+            danmaku_deltas=report.chats,
+            new_viewers=report.viewers,
+            seq=report.seq,
+        )
+        self._unconfirmed = None
         for rid, t in totals.items():
             room = self.rooms.get(rid)
             if room is None:

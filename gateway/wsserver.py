@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import http
+import itertools
 import logging
 import socket
 import time
@@ -33,7 +34,9 @@ from engine.codec import SUBPROTOCOLS, decode_message, dumps_json, encode, negot
 from engine.counters import RoomCounters
 from engine.errors import (
     BadRequest,
+    Blocked,
     Empty,
+    Forbidden,
     LiveroomError,
     Muted,
     NotEntitled,
@@ -52,11 +55,15 @@ from engine.lottery import (
     eligible,
     keyword_matches,
 )
+from engine.origins import origin_allowed, parse_allowed
 from engine.rooms import Room, RoomStore
 from engine.sales import MAX_QTY, SaleLedger
 from engine.settings import Settings
+from engine.slots import ConnectionSlots
 from engine.store import connect
+from engine.tasks import TaskSet, cancel_and_wait
 from engine.tokens import Identity, verify
+from engine.words import EMPTY, BlockedWords, WordFilter
 from gateway import metrics
 from gateway.buys import BuyBatcher
 from gateway.hub import CLOSE_ACCESS_ENDED, CLOSE_TOKEN_EXPIRED, Conn, LocalRoom, RoomHub
@@ -72,6 +79,9 @@ class JoinRequest:
     room: Room
     since: Cursor | None
     decision: AccessDecision
+    conn_id: str
+    """This connection's slot among the user's (see engine/slots.py)."""
+    ip: str
 
 
 def error_response(exc: LiveroomError) -> Response:
@@ -103,13 +113,19 @@ class Gateway:
         self.bus = RoomBus(redis, settings)
         self.access = EntitlementCheck(redis)
         self.counters = RoomCounters(redis, self.id, settings.online_ttl_ms)
-        self.hub = RoomHub(settings, self.counters)
+        self.tasks = TaskSet("gateway")
+        self.hub = RoomHub(settings, self.counters, self.tasks)
+        self.slots = ConnectionSlots(
+            redis, limit=settings.max_conns_per_user, ttl_ms=settings.conn_slot_ttl_ms
+        )
+        self.origins = parse_allowed(settings.allowed_origins)
+        self.ip_exempt = frozenset(a.strip() for a in settings.ip_limit_exempt.split(",") if a)
         self.sales = SaleLedger(redis, settings)
         self.lotteries = LotteryBook(redis, events_cap=settings.history_hard_cap)
         self.hub.lotteries = self.lotteries
-        self.blocked_words = tuple(
-            w.strip().casefold() for w in settings.blocked_words.split(",") if w.strip()
-        )
+        self.blocked_words = WordFilter.from_setting(settings.blocked_words)
+        """The deployment's words, blocked in every room beside each room's own list."""
+        self.words = BlockedWords(redis)
         self.buys = BuyBatcher(
             self.sales, enabled=settings.buy_batching, max_pending=settings.max_pending_buys
         )
@@ -120,7 +136,13 @@ class Gateway:
         self.server: Server | None = None
         self.draining = False
         self._joins: dict[ServerConnection, JoinRequest] = {}
-        self._user_conns: Counter[tuple[RoomId, str]] = Counter()
+        """Admitted handshakes whose upgrade has not reached the handler yet."""
+        self._admitting = 0
+        self._ip_conns: Counter[str] = Counter()
+        self._slots_held: dict[str, tuple[RoomId, str]] = {}
+        """conn id -> (room, user): every slot this process holds, refreshed while held."""
+        self._conn_ids = itertools.count(1)
+        self._slot_refresher: asyncio.Task[None] | None = None
         metrics.watch(self)
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -129,7 +151,9 @@ class Gateway:
         s = self.settings
         kwargs: dict[str, object] = dict(
             process_request=self.process_request,
+            process_response=self.process_response,
             select_subprotocol=self.select_subprotocol,
+            open_timeout=s.handshake_timeout_s,
             compression=None,
             max_size=s.max_message_bytes,
             close_timeout=s.close_timeout_s,
@@ -145,6 +169,9 @@ class Gateway:
         self.reader.follow(keys.revocations(), after, self._on_revocations)
         self.reader.start()
         self.hub.start()
+        self._slot_refresher = asyncio.get_running_loop().create_task(
+            self._refresh_slots(), name="slot-refresh"
+        )
 
     @property
     def port(self) -> int:
@@ -164,8 +191,10 @@ class Gateway:
         await self.stop()
 
     async def stop(self) -> None:
+        await cancel_and_wait([self._slot_refresher])
         await self.hub.stop()
         await self.reader.stop()
+        await self.tasks.stop()
         # Report zero for every room so other gateways' online totals drop at once.
         try:
             await self.counters.sync(
@@ -194,14 +223,63 @@ class Gateway:
                 sock.setsockopt(
                     socket.SOL_SOCKET, socket.SO_SNDBUF, self.settings.socket_send_buffer
                 )
+        self._admitting += 1
         try:
-            self._joins[conn] = await self._admit(request)
-            return None
+            join = await self._admit(conn, request)
         except LiveroomError as exc:
             return error_response(exc)
         except Exception:
             log.exception("handshake failed")
             return error_response(Unavailable("the gateway cannot reach its state"))
+        finally:
+            self._admitting -= 1
+        self._hold(conn, join)
+        return None
+
+    def process_response(
+        self, conn: ServerConnection, request: Request, response: Response
+    ) -> None:
+        # websockets calls the handler only for a 101: an admitted request that does not
+        # upgrade (a plain GET answered 426, a bad Sec-WebSocket-Key) must give back now
+        # what admission took, or every such request would leak a slot of capacity.
+        if response.status_code != 101:
+            self._release_pending(conn)
+
+    def _hold(self, conn: ServerConnection, join: JoinRequest) -> None:
+        """Keep an admitted handshake's slot until its handler takes it, or its TCP
+        connection ends first (a handshake aborted or timed out after admission)."""
+        self._joins[conn] = join
+        self._ip_conns[join.ip] += 1
+        self._slots_held[join.conn_id] = (join.room.id, join.identity.user)
+        conn.connection_lost_waiter.add_done_callback(lambda _: self._release_pending(conn))
+
+    def _release_pending(self, conn: ServerConnection) -> None:
+        join = self._joins.pop(conn, None)
+        if join is not None:
+            self._release(join)
+
+    def _release(self, join: JoinRequest) -> None:
+        self._ip_conns[join.ip] -= 1
+        if self._ip_conns[join.ip] <= 0:
+            del self._ip_conns[join.ip]
+        self._slots_held.pop(join.conn_id, None)
+        self.tasks.spawn(self._release_slot(join))
+
+    async def _release_slot(self, join: JoinRequest) -> None:
+        try:
+            await self.slots.release(join.room.id, join.identity.user, join.conn_id)
+        except RedisError as exc:  # it expires by itself within conn_slot_ttl_ms
+            log.warning("connection slot not released: %s", exc)
+
+    async def _refresh_slots(self) -> None:
+        every = self.settings.conn_slot_ttl_ms / 3000
+        while True:
+            await asyncio.sleep(every)
+            held = [(room, user, cid) for cid, (room, user) in self._slots_held.items()]
+            try:
+                await self.slots.refresh(held, int(time.time() * 1000))
+            except RedisError as exc:
+                log.warning("connection slots not refreshed: %s", exc)
 
     async def _plain_http(self, path: str) -> Response:
         """The gateway port also answers `/metrics` and `/healthz` (for probes and scrapers)."""
@@ -221,15 +299,25 @@ class Gateway:
         headers["Connection"] = "close"
         return Response(status, http.HTTPStatus(status).phrase, headers, body)
 
-    async def _admit(self, request: Request) -> JoinRequest:
+    async def _admit(self, conn: ServerConnection, request: Request) -> JoinRequest:
         s = self.settings
         if self.draining:
             raise Unavailable("the gateway is draining; try another or retry shortly")
-        if self.hub.connection_count + len(self._joins) >= s.max_connections:
+        if self.hub.connection_count + len(self._joins) + self._admitting > s.max_connections:
             raise Unavailable("the gateway is over capacity")
         url = urlsplit(request.path)
         if not url.path.startswith(PATH_PREFIX):
             raise NotFound("WebSocket endpoint is /ws/rooms/{room}")
+        origin = request.headers.get("Origin")
+        if not origin_allowed(origin, request.headers.get("Host"), self.origins, dev=s.dev):
+            raise Forbidden(f"pages from {origin[:100]!r} may not connect here")
+        ip = str(conn.remote_address[0]) if conn.remote_address else "?"
+        if (
+            s.max_conns_per_ip
+            and self._ip_conns[ip] >= s.max_conns_per_ip
+            and ip not in self.ip_exempt
+        ):
+            raise RateLimited(f"at most {s.max_conns_per_ip} connections per address")
         rid = url.path[len(PATH_PREFIX) :]
         query = parse_qs(url.query)
         identity = verify(s.secret, bearer(request, query), leeway_s=s.token_leeway_s)
@@ -239,10 +327,12 @@ class Gateway:
         if query.get("since"):
             since = Cursor.parse(query["since"][0])
         room = await self.rooms.get(RoomId(rid))
-        decision = await self.access.check(room, identity, now=time.time())
-        if self._user_conns[(room.id, identity.user)] >= s.max_conns_per_user:
+        now = time.time()
+        decision = await self.access.check(room, identity, now=now)
+        conn_id = f"{self.id}:{next(self._conn_ids)}"
+        if not await self.slots.take(room.id, identity.user, conn_id, int(now * 1000)):
             raise RateLimited(f"at most {s.max_conns_per_user} connections per user per room")
-        return JoinRequest(identity, room, since, decision)
+        return JoinRequest(identity, room, since, decision, conn_id, ip)
 
     # -- connection ------------------------------------------------------------------------
 
@@ -253,11 +343,11 @@ class Gateway:
             return
         now = time.time()
         sp = negotiate([ws.subprotocol] if ws.subprotocol else [])
-        conn = Conn(ws, join.identity, join.room.id, sp, join.decision.kind, self.settings, now)
+        conn = Conn(
+            ws, join.identity, join.room.id, sp, join.decision.kind, self.settings, now, self.tasks
+        )
         conn.tier = join.decision.tier
         conn.muted_until = join.decision.muted_until
-        key = (join.room.id, join.identity.user)
-        self._user_conns[key] += 1
         local = self.hub.attach(conn)
         loop = asyncio.get_running_loop()
         conn.timers.append(
@@ -276,9 +366,7 @@ class Gateway:
             pass
         finally:
             self.hub.detach(conn)
-            self._user_conns[key] -= 1
-            if self._user_conns[key] <= 0:
-                del self._user_conns[key]
+            self._release(join)
 
     def _arm_preview(self, conn: Conn, ends_at: float | None, now: float) -> None:
         """(Re)arm the close at the end of a preview; an upgrade to a ticket disarms it."""
@@ -294,15 +382,26 @@ class Gateway:
         """Reader callback: re-check the access of every local connection concerned."""
         for _, fields in entries:
             r = decode_revocation(fields)
+            if r.words:
+                # The room's blocked words changed: the next danmaku loads the new list once.
+                local = self.hub.rooms.get(r.room) if r.room is not None else None
+                if local is not None:
+                    local.words = None
+                    local.words_loading = None
+                continue
             if r.muted_until is not None:
                 for conn in self.hub.by_user.get(r.user, ()):
                     if conn.room == r.room:
                         conn.muted_until = r.muted_until
                 continue
             for conn in list(self.hub.by_user.get(r.user, ())):
-                if conn.access in ("host", "free") or (r.room is not None and r.room != conn.room):
+                # Hosts keep access whatever changes. A room-wide change (a ban, a refund) is
+                # re-checked on free rooms too; a membership change cannot end a free access.
+                if conn.access == "host" or (r.room is not None and r.room != conn.room):
                     continue
-                asyncio.get_running_loop().create_task(self._recheck(conn, r.reason))
+                if r.room is None and conn.access == "free":
+                    continue
+                self.tasks.spawn(self._recheck(conn, r.reason))
 
     async def _recheck(self, conn: Conn, reason: str) -> None:
         now = time.time()
@@ -389,6 +488,9 @@ class Gateway:
         try:
             async for message in conn.ws:
                 now = time.time()
+                if not conn.msg_bucket.take(now):
+                    self._flooded(conn, now)  # dropped before any decoding: cheap
+                    continue
                 ref = None
                 try:
                     value = decode_message(
@@ -425,6 +527,23 @@ class Gateway:
                 conn.close(1008, "too many bad messages")
         finally:
             slot.release()
+
+    def _flooded(self, conn: Conn, now: float) -> None:
+        """A message over the connection's rate: dropped, and said so at most once a second
+        (an error per dropped message would let a flood make us write as fast as it sends)."""
+        conn.dropped += 1
+        if now - conn.flood_noted_at >= 1.0:
+            conn.flood_noted_at = now
+            s = self.settings
+            conn.send(
+                [
+                    {
+                        "type": "error",
+                        "code": RateLimited.code,
+                        "message": f"over {s.msg_rate:g} messages/s: {conn.dropped} dropped",
+                    }
+                ]
+            )
 
     def _refuse(self, conn: Conn, exc: LiveroomError, ref: str | None, now: float) -> bool:
         """Send an `error`; True when this bad message is one too many (close 1008)."""
@@ -525,9 +644,7 @@ class Gateway:
                     done.add(lottery)
             elif keyword_matches(rule, text):
                 done.add(lottery)
-                asyncio.get_running_loop().create_task(
-                    self._auto_enter(conn.room, lottery, user, now)
-                )
+                self.tasks.spawn(self._auto_enter(conn.room, lottery, user, now))
 
     async def _auto_enter(self, room: RoomId, lottery: str, user: str, now: float) -> None:
         try:
@@ -547,9 +664,9 @@ class Gateway:
             raise NotEntitled("preview viewers may not chat")
         if now < conn.muted_until:
             raise Muted(f"you are muted here for {conn.muted_until - now:.0f} more seconds")
-        lowered = text.casefold()
-        if any(word in lowered for word in self.blocked_words):
-            raise LiveroomError("this message contains a blocked word", code="blocked")
+        folded = text.casefold()
+        if self.blocked_words.matches(folded) or (await self._room_words(conn)).matches(folded):
+            raise Blocked("this message contains a blocked word")
         if not conn.danmaku_bucket.take(now):
             raise RateLimited("sending danmaku too fast")
         event = {
@@ -558,7 +675,35 @@ class Gateway:
             "text": text,
             "ts": now,
         }
-        event_id = await self.bus.publish(conn.room, event)
-        self.hub.count_danmaku(conn.room)
-        self._lottery_actions(conn, text=text, now=now)
+        if op.ref:  # the same ref publishes once (a resend, a retry): the same ack
+            event_id, fresh = await self.bus.publish_once(
+                conn.room, event, conn.identity.user, op.ref
+            )
+        else:
+            event_id, fresh = await self.bus.publish(conn.room, event), True
+        if fresh:
+            self.hub.count_danmaku(conn.room)
+            self._lottery_actions(conn, text=text, now=now)
         return {"type": "ack", "ref": op.ref, "id": event_id}
+
+    async def _room_words(self, conn: Conn) -> WordFilter:
+        """The room's own blocked words, read from Redis once per local room and again only
+        after the revocations stream announced a change: never a read per danmaku."""
+        local = self.hub.rooms.get(conn.room)
+        if local is None:  # pragma: no cover - a live connection's room is attached
+            return EMPTY
+        if local.words is not None:
+            return local.words
+        task = local.words_loading
+        if task is None:  # one load per room, however many danmaku wait for it
+            task = local.words_loading = asyncio.ensure_future(self.words.get(conn.room))
+        try:
+            words = await asyncio.shield(task)
+        except BaseException:
+            if local.words_loading is task and task.done():
+                local.words_loading = None  # a failed load is retried by the next danmaku
+            raise
+        if local.words_loading is task:  # no change announced while it loaded
+            local.words = words
+            local.words_loading = None
+        return words
