@@ -422,7 +422,7 @@ class LotteryBook:
         self.lease_s = lease_s
         self.events_cap = events_cap
         self.timers = Timers(redis)
-        self._enter = scripts.register(redis, "lottery_enter")
+        self._enter = scripts.guarded(redis, "lottery_enter")
         self._close = scripts.register(redis, "lottery_close")
         self._finish = scripts.register(redis, "lottery_finish")
 

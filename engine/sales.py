@@ -138,7 +138,7 @@ class SaleLedger:
         self.redis = redis
         self.settings = settings
         self.timers = Timers(redis)
-        self._buy = scripts.register(redis, "buy")
+        self._buy = scripts.guarded(redis, "buy")
         self._open = scripts.register(redis, "sale_open")
         self._end = scripts.register(redis, "sale_end")
 

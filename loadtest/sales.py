@@ -60,6 +60,7 @@ from typing import Any
 
 import psutil
 
+from engine import scripts
 from engine.codec import Subprotocol, decode_events, encode_value
 from engine.ids import RoomId
 from engine.rooms import NewRoom, RoomStore
@@ -626,7 +627,9 @@ class Bench:
         )
         self.sold_out = (await self.ledger.create(ROOM, gone))["id"]
         await self.ledger.buy(ROOM, self.sold_out, "first", "r1", 1, None, time.time())
-        self.sha = await self.redis.script_load(self.ledger.buy_script.script)
+        # The raw paths run buy.lua itself, without the deadline guard the product prepends
+        # (engine/scripts.py): one TIME call, and their fixed args carry no deadline.
+        self.sha = await self.redis.script_load(scripts.source("buy"))
 
     async def set_fsync(self, policy: str) -> None:
         await self.redis.config_set("appendfsync", policy)
