@@ -475,8 +475,9 @@ class LotteryBook:
             p.zadd(lotteries(room), {lottery: _ms(now)})
             # `lottery.started` goes into history in the same transaction as the lottery
             p.xadd(events(room), {"e": started}, maxlen=self.events_cap, approximate=True)
+            # ... and its draw timer too: no crash leaves a lottery that never draws
+            Timers.add_in(p, DRAW_TIMER, room, lottery, ends_ms / 1000)
             await p.execute()
-        await self.timers.add(DRAW_TIMER, room, lottery, ends_ms / 1000)
         return public
 
     async def get(

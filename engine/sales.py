@@ -166,14 +166,16 @@ class SaleLedger:
             "ends_at_ms": ends,
             "status": "scheduled",
         }
+        # The record and both its timers in one transaction: a crash after it leaves a sale
+        # that opens and ends by itself. A sale that starts now is also opened at once below;
+        # its `sale.open` timer then finds it open and does nothing (transitions act once).
         async with self.redis.pipeline(transaction=True) as p:
             p.hset(keys.sale(room, sale_id), mapping=record)
             p.zadd(keys.sales(room), {sale_id: now})
+            Timers.add_in(p, "sale.open", room, sale_id, starts / 1000)
+            Timers.add_in(p, "sale.end", room, sale_id, ends / 1000)
             await p.execute()
-        await self.timers.add("sale.end", room, sale_id, ends / 1000)
-        if new.starts_in_s > 0:
-            await self.timers.add("sale.open", room, sale_id, starts / 1000)
-        else:
+        if new.starts_in_s <= 0:
             await self.open(room, sale_id)
         return await self.get(room, sale_id)
 
