@@ -47,6 +47,19 @@ async def test_publish_returns_increasing_ids(redis: Redis) -> None:
     assert stream_id_key(ids[0]) > (0, 0)
 
 
+async def test_publish_once_publishes_a_ref_once_and_answers_the_same_id(redis: Redis) -> None:
+    bus, room = RoomBus(redis, KEEP_ALL), _room()
+    first, fresh = await bus.publish_once(room, _notice(1), "u1", "r1")
+    again, fresh_again = await bus.publish_once(room, _notice(1), "u1", "r1")
+    assert fresh and not fresh_again and again == first
+    other_user, _ = await bus.publish_once(room, _notice(2), "u2", "r1")  # refs are per user
+    other_ref, _ = await bus.publish_once(room, _notice(3), "u1", "r2")
+    assert len({first, other_user, other_ref}) == 3
+    assert await redis.xlen(keys.events(room)) == 3
+    ttl = await redis.ttl(keys.danmaku_ref(room, "u1", "r1"))
+    assert 590 <= ttl <= 600  # remembered 10 minutes (PROTOCOL.md §4)
+
+
 async def test_after_returns_events_in_order_with_ids(redis: Redis) -> None:
     bus, room = RoomBus(redis, KEEP_ALL), _room()
     event = {"type": "danmaku", "user": {"id": "u1", "name": "李"}, "text": "好!", "ts": 1.5}

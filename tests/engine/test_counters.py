@@ -6,6 +6,7 @@ import time
 
 from redis.asyncio import Redis
 
+from engine import keys
 from engine.counters import RoomCounters, RoomTotals
 from engine.ids import RoomId
 from tests.support import unique
@@ -99,3 +100,17 @@ async def test_snapshot_ignores_expired_shares_without_a_sync(redis: Redis) -> N
 async def test_snapshot_of_an_unknown_room(redis: Redis) -> None:
     a, _ = _gateways(redis)
     assert await a.snapshot(_room(), _now_ms()) == (0, 0)
+
+
+async def test_a_report_resent_under_its_number_counts_once(redis: Redis) -> None:
+    """redis-py may retry a report whose reply was lost, and a gateway resends one it got no
+    reply for: the same number adds its deltas once."""
+    a, b = _gateways(redis)
+    room, now = _room(), _now_ms()
+    seq = a.next_seq()
+    for _ in range(3):
+        totals = await a.sync({room: 5}, None, now, danmaku_deltas={room: 2}, seq=seq)
+    assert totals[room].likes == 5
+    assert (await b.sync({room: 1}, None, now))[room].likes == 6  # b's numbers are its own
+    assert (await a.sync({room: 1}, None, now))[room].likes == 7  # a's next number counts
+    assert int(await redis.get(keys.danmaku_count(room))) == 2

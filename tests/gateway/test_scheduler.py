@@ -15,7 +15,14 @@ from engine.timers import Timer
 from gateway.scheduler import Scheduler
 from tests.support import unique
 
-SALE = {"item": "i", "title": "t", "price_cents": 100, "stock": 5, "duration_s": 60, "per_user_limit": 1}
+SALE = {
+    "item": "i",
+    "title": "t",
+    "price_cents": 100,
+    "stock": 5,
+    "duration_s": 60,
+    "per_user_limit": 1,
+}
 
 
 async def test_a_sale_whose_opening_was_lost_in_a_crash_still_opens(redis: Redis) -> None:
