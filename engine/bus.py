@@ -78,8 +78,8 @@ class RoomBus:
         self, room: RoomId, event: Event, user: str, ref: str
     ) -> tuple[EventId, bool]:
         """Append the event of ``user``'s op ``ref`` at most once for ``danmaku_ref_ttl_s``:
-        a resend, or redis-py retrying this call after a timeout, gets the first call's id
-        back. Returns (id, whether this call published it)."""
+        a resend (a client after a timeout, or redis-py after a broken connection) gets the
+        first call's id back. Returns (id, whether this call published it)."""
         return await self._append(room, event, keys.danmaku_ref(room, user, ref))
 
     async def _append(

@@ -60,7 +60,7 @@ from engine.rooms import Room, RoomStore
 from engine.sales import MAX_QTY, SaleLedger
 from engine.settings import Settings
 from engine.slots import ConnectionSlots
-from engine.store import connect
+from engine.store import REPLY_TIMEOUT_S, connect
 from engine.tasks import TaskSet, cancel_and_wait
 from engine.tokens import Identity, verify
 from engine.words import EMPTY, BlockedWords, WordFilter
@@ -82,6 +82,8 @@ class JoinRequest:
     conn_id: str
     """This connection's slot among the user's (see engine/slots.py)."""
     ip: str
+    checked_at: float
+    """Monotonic time just before its access was checked."""
 
 
 def error_response(exc: LiveroomError) -> Response:
@@ -130,7 +132,13 @@ class Gateway:
             self.sales, enabled=settings.buy_batching, max_pending=settings.max_pending_buys
         )
         # The reader's XREAD BLOCK holds a connection; it gets a client of its own.
-        self._reader_redis = connect(settings.redis_url, socket_timeout=None, max_connections=4)
+        # Its timeout outlasts the block, so a network partition ends the read instead of
+        # hanging it (the reader then retries from its cursors).
+        self._reader_redis = connect(
+            settings.redis_url,
+            socket_timeout=settings.read_block_ms / 1000 + REPLY_TIMEOUT_S,
+            max_connections=4,
+        )
         self.reader = RoomReader(self._reader_redis, redis, self.id, self.hub.on_events, settings)
         self.hub.on_room_empty.append(self.reader.unsubscribe)
         self.server: Server | None = None
@@ -143,6 +151,8 @@ class Gateway:
         """conn id -> (room, user): every slot this process holds, refreshed while held."""
         self._conn_ids = itertools.count(1)
         self._slot_refresher: asyncio.Task[None] | None = None
+        self._revoked_at: dict[str, float] = {}
+        """user -> monotonic time its last revocation was read (kept a minute)."""
         metrics.watch(self)
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -228,6 +238,9 @@ class Gateway:
             join = await self._admit(conn, request)
         except LiveroomError as exc:
             return error_response(exc)
+        except RedisError as exc:  # an outage: one line per refused join, not a traceback
+            log.warning("join refused, redis unreachable: %s", exc)
+            return error_response(Unavailable("the gateway cannot reach its state"))
         except Exception:
             log.exception("handshake failed")
             return error_response(Unavailable("the gateway cannot reach its state"))
@@ -276,6 +289,8 @@ class Gateway:
         while True:
             await asyncio.sleep(every)
             held = [(room, user, cid) for cid, (room, user) in self._slots_held.items()]
+            old = time.monotonic() - 60
+            self._revoked_at = {u: t for u, t in self._revoked_at.items() if t >= old}
             try:
                 await self.slots.refresh(held, int(time.time() * 1000))
             except RedisError as exc:
@@ -327,12 +342,12 @@ class Gateway:
         if query.get("since"):
             since = Cursor.parse(query["since"][0])
         room = await self.rooms.get(RoomId(rid))
-        now = time.time()
+        now, checked_at = time.time(), time.monotonic()
         decision = await self.access.check(room, identity, now=now)
         conn_id = f"{self.id}:{next(self._conn_ids)}"
         if not await self.slots.take(room.id, identity.user, conn_id, int(now * 1000)):
             raise RateLimited(f"at most {s.max_conns_per_user} connections per user per room")
-        return JoinRequest(identity, room, since, decision, conn_id, ip)
+        return JoinRequest(identity, room, since, decision, conn_id, ip, checked_at)
 
     # -- connection ------------------------------------------------------------------------
 
@@ -349,6 +364,10 @@ class Gateway:
         conn.tier = join.decision.tier
         conn.muted_until = join.decision.muted_until
         local = self.hub.attach(conn)
+        if self._revoked_at.get(join.identity.user, -1.0) >= join.checked_at:
+            # A refund or ban reached us after this join's check but before it was attached
+            # (so the revocation found no connection to close): check again now.
+            self.tasks.spawn(self._recheck(conn, "access changed while joining"))
         loop = asyncio.get_running_loop()
         conn.timers.append(
             loop.call_later(
@@ -380,8 +399,11 @@ class Gateway:
 
     def _on_revocations(self, entries: list) -> None:
         """Reader callback: re-check the access of every local connection concerned."""
+        seen = time.monotonic()
         for _, fields in entries:
             r = decode_revocation(fields)
+            if r.user:
+                self._revoked_at[r.user] = seen
             if r.words:
                 # The room's blocked words changed: the next danmaku loads the new list once.
                 local = self.hub.rooms.get(r.room) if r.room is not None else None
