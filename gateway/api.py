@@ -10,14 +10,15 @@ import time
 from importlib import resources
 from typing import Annotated, Any, Literal, Protocol
 
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from engine import keys
 from engine.access import EntitlementCheck, Membership
@@ -28,32 +29,68 @@ from engine.errors import Conflict, Forbidden, InvalidBody, LiveroomError, NotFo
 from engine.ids import RoomId, is_valid_id
 from engine.lottery import LotteryBook
 from engine.rooms import NewRoom, Room, RoomStatus, RoomStore
-from engine.sales import NewSale, SaleLedger
+from engine.sales import MAX_DURATION_S, MAX_QTY, MAX_STOCK, NewSale, SaleLedger
 from engine.settings import Settings
 from engine.tokens import Identity, Role, verify
 from engine.words import MAX_WORD_CHARS, MAX_WORDS, BlockedWords
 from media.counts import media_viewers
 
 # -- schemas (for /openapi.json; the domain validates again in engine.rooms) ----------------
+# They declare every limit the domain enforces, so that clients and fuzzers generated from
+# /openapi.json agree with the server (PROTOCOL.md §3).
+
+ID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+# The domain strips text and refuses what is left blank (str.strip() also takes \x1c-\x1f).
+VISIBLE = r"[^\s\x1c-\x1f]"
+MAX_EPOCH_S = 253_402_300_799  # the end of 9999: Redis refuses to EXPIREAT much later
+MAX_PRICE_CENTS = 10**9
+Cents = Annotated[int, Field(ge=0, le=MAX_PRICE_CENTS)]
+EpochS = Annotated[float, Field(ge=0, le=MAX_EPOCH_S, allow_inf_nan=False)]
+UserPath = Annotated[str, Path(pattern=ID_PATTERN)]
 
 
-class AccessIn(BaseModel):
+class StrictIn(BaseModel):
+    """A request body: `false` is not a number, `0` not a boolean, `"5"` not an integer, but
+    `1.0` is the integer 1 (as JSON Schema counts integers)."""
+
+    model_config = ConfigDict(strict=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _integral_floats(cls, v: Any) -> Any:
+        if isinstance(v, dict):  # e.g. `tier_prices`
+            return {k: _integral(x) for k, x in v.items()}
+        return _integral(v)
+
+
+def _integral(v: Any) -> Any:
+    return int(v) if isinstance(v, float) and v.is_integer() else v
+
+
+class AccessIn(StrictIn):
     mode: Literal["free", "paid"] = "free"
-    price_cents: int = Field(0, ge=0)
+    price_cents: Cents = 0
     tiers: list[Literal["normal", "senior", "vip"]] = []
-    preview_seconds: int = Field(0, ge=0)
+    preview_seconds: int = Field(0, ge=0, le=10**9)
 
 
-class MediaIn(BaseModel):
-    source: Literal["pattern", "file"]
+class MediaPatternIn(BaseModel):
+    model_config = ConfigDict(strict=True)  # a discriminator takes no validator
+    source: Literal["pattern"]
     path: str | None = None
 
 
-class RoomIn(BaseModel):
-    id: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
-    title: str = Field(..., min_length=1, max_length=200)
+class MediaFileIn(BaseModel):
+    model_config = ConfigDict(strict=True)  # a discriminator takes no validator
+    source: Literal["file"]
+    path: str = Field(..., description="a file on the server")
+
+
+class RoomIn(StrictIn):
+    id: str | None = Field(None, pattern=ID_PATTERN)
+    title: str = Field(..., min_length=1, max_length=200, pattern=VISIBLE)
     access: AccessIn | None = None
-    media: MediaIn | None = None
+    media: Annotated[MediaPatternIn | MediaFileIn, Field(discriminator="source")] | None = None
 
 
 class RoomOut(BaseModel):
@@ -69,8 +106,8 @@ class RoomOut(BaseModel):
     media_viewers: int = 0
 
 
-class TicketIn(BaseModel):
-    expires_at: float | None = Field(None, description="epoch seconds; null = no expiry")
+class TicketIn(StrictIn):
+    expires_at: EpochS | None = Field(None, description="epoch seconds; null = no expiry")
 
 
 class TicketOut(BaseModel):
@@ -80,9 +117,9 @@ class TicketOut(BaseModel):
     revoked: bool | None = None
 
 
-class MembershipIn(BaseModel):
+class MembershipIn(StrictIn):
     tier: Literal["normal", "senior", "vip"]
-    expires_at: float | None = Field(None, description="epoch seconds; null = no expiry")
+    expires_at: EpochS | None = Field(None, description="epoch seconds; null = no expiry")
 
 
 class MembershipOut(BaseModel):
@@ -92,15 +129,15 @@ class MembershipOut(BaseModel):
     revoked: bool | None = None
 
 
-class SaleIn(BaseModel):
-    item: str = Field(..., min_length=1, max_length=200)
-    title: str = Field(..., min_length=1, max_length=200)
-    price_cents: int = Field(..., ge=0)
-    tier_prices: dict[Literal["normal", "senior", "vip"], int] | None = None
-    stock: int = Field(..., ge=1)
-    per_user_limit: int = Field(1, ge=1)
-    starts_in_s: int = Field(0, ge=0)
-    duration_s: int = Field(..., ge=1)
+class SaleIn(StrictIn):
+    item: str = Field(..., min_length=1, max_length=200, pattern=VISIBLE)
+    title: str = Field(..., min_length=1, max_length=200, pattern=VISIBLE)
+    price_cents: Cents
+    tier_prices: dict[Literal["normal", "senior", "vip"], Cents] | None = None
+    stock: int = Field(..., ge=1, le=MAX_STOCK)
+    per_user_limit: int = Field(1, ge=1, le=MAX_QTY)
+    starts_in_s: int = Field(0, ge=0, le=MAX_DURATION_S)
+    duration_s: int = Field(..., ge=1, le=MAX_DURATION_S)
 
 
 class SaleOut(BaseModel):
@@ -133,8 +170,8 @@ class OrderOut(BaseModel):
     ts: float
 
 
-class NoticeIn(BaseModel):
-    text: str = Field(..., min_length=1, max_length=500)
+class NoticeIn(StrictIn):
+    text: str = Field(..., min_length=1, max_length=500, pattern=VISIBLE)
 
 
 class NoticeOut(BaseModel):
@@ -142,8 +179,8 @@ class NoticeOut(BaseModel):
     text: str
 
 
-class MuteIn(BaseModel):
-    user: str = Field(..., pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+class MuteIn(StrictIn):
+    user: str = Field(..., pattern=ID_PATTERN)
     seconds: int = Field(..., ge=0, le=30 * 86400, description="0 lifts the mute")
 
 
@@ -153,7 +190,7 @@ class MuteOut(BaseModel):
     muted_until: float
 
 
-class BanIn(BaseModel):
+class BanIn(StrictIn):
     user: str = Field(..., pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     seconds: int | None = Field(
         None, ge=1, le=30 * 86400, strict=True, description="absent or null: for good"
@@ -212,15 +249,15 @@ class StatsOut(BaseModel):
     sales: list[SaleStats]
 
 
-class RuleIn(BaseModel):
+class RuleIn(StrictIn):
     like: bool = False
-    keyword: str | None = Field(None, min_length=1, max_length=50)
+    keyword: str | None = Field(None, min_length=1, max_length=50, pattern=VISIBLE)
     paid_only: bool = False
     min_tier: Literal["normal", "senior", "vip"] | None = None
 
 
-class LotteryIn(BaseModel):
-    prize: str = Field(..., min_length=1, max_length=200)
+class LotteryIn(StrictIn):
+    prize: str = Field(..., min_length=1, max_length=200, pattern=VISIBLE)
     winners: int = Field(..., ge=1, le=10_000)
     rule: RuleIn = Field(default_factory=RuleIn)
     duration_s: int = Field(..., ge=1, le=7 * 86400)
@@ -260,12 +297,17 @@ class ConfigOut(BaseModel):
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorOut} for code in (400, 401, 403, 404, 409, 422, 429, 503)
+    code: {"model": ErrorOut} for code in (400, 401, 403, 404, 405, 409, 422, 429, 503)
+}
+ERRORS[405]["headers"] = {
+    "Allow": {"description": "the methods the path answers", "schema": {"type": "string"}}
 }
 
 
-def _error(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse({"error": code, "message": message}, status_code=status)
+def _error(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse({"error": code, "message": message}, status_code=status, headers=headers)
 
 
 _STATUS_CODES = {
@@ -320,6 +362,11 @@ def create_app(settings: Settings, redis: Redis, *, media: MediaMount | None = N
     async def _liveroom_error(_: Request, exc: LiveroomError) -> JSONResponse:
         return _error(exc.status, exc.code, exc.message)
 
+    @app.exception_handler(Exception)
+    async def _internal_error(_: Request, exc: Exception) -> JSONResponse:
+        # a bug: still the error body of §3 (the traceback goes to the log)
+        return _error(500, "internal", f"internal error ({exc.__class__.__name__})")
+
     @app.exception_handler(RedisError)
     async def _redis_error(_: Request, exc: RedisError) -> JSONResponse:
         # e.g. the first call on a pooled connection after a Redis restart: retry shortly
@@ -332,9 +379,13 @@ def create_app(settings: Settings, redis: Redis, *, media: MediaMount | None = N
         return _error(422, "invalid", f"{where}: {first.get('msg', 'invalid body')}".strip(": "))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _STATUS_CODES.get(exc.status_code, "error")
-        return _error(exc.status_code, code, str(exc.detail))
+        headers = exc.headers
+        if exc.status_code == 405:
+            # Starlette's `Allow` names the methods of one route of the path: name them all
+            headers = {"Allow": ", ".join(_allowed(app, request))}
+        return _error(exc.status_code, code, str(exc.detail), headers)
 
     async def load(room: str) -> Room:
         if not is_valid_id(room):
@@ -410,7 +461,7 @@ def create_app(settings: Settings, redis: Redis, *, media: MediaMount | None = N
 
     @app.put("/api/rooms/{room}/tickets/{user}", response_model=TicketOut, tags=["access"])
     async def grant_ticket(
-        room: str, user: str, who: Caller, body: TicketIn | None = None
+        room: str, user: UserPath, who: Caller, body: TicketIn | None = None
     ) -> dict[str, Any]:
         """Grant a ticket (a payment callback); idempotent. Open preview connections of the
         user in this room become ticket holders at once."""
@@ -421,7 +472,7 @@ def create_app(settings: Settings, redis: Redis, *, media: MediaMount | None = N
         return {"room": record.id, "user": user, "expires_at": exp}
 
     @app.delete("/api/rooms/{room}/tickets/{user}", response_model=TicketOut, tags=["access"])
-    async def refund_ticket(room: str, user: str, who: Caller) -> dict[str, Any]:
+    async def refund_ticket(room: str, user: UserPath, who: Caller) -> dict[str, Any]:
         """Refund: revoke the ticket; the user's connections in the room close with 4403
         within a second. Idempotent (`revoked` says whether there was a ticket)."""
         admin_only(who)
@@ -430,7 +481,7 @@ def create_app(settings: Settings, redis: Redis, *, media: MediaMount | None = N
         return {"room": record.id, "user": user, "revoked": revoked}
 
     @app.put("/api/members/{user}", response_model=MembershipOut, tags=["access"])
-    async def set_membership(user: str, body: MembershipIn, who: Caller) -> dict[str, Any]:
+    async def set_membership(user: UserPath, body: MembershipIn, who: Caller) -> dict[str, Any]:
         """Set a membership; idempotent. Connections that relied on a higher tier re-check."""
         admin_only(who)
         m = Membership.parse(body.model_dump())
@@ -438,7 +489,7 @@ def create_app(settings: Settings, redis: Redis, *, media: MediaMount | None = N
         return {"user": user, "tier": m.tier, "expires_at": m.expires_at}
 
     @app.get("/api/members/{user}", response_model=MembershipOut, tags=["access"])
-    async def get_membership(user: str, who: Caller) -> dict[str, Any]:
+    async def get_membership(user: UserPath, who: Caller) -> dict[str, Any]:
         """A user's membership (admins, or the user itself)."""
         if who.role is not Role.ADMIN and who.user != user:
             raise Forbidden("only admins and the member may read a membership")
@@ -448,7 +499,7 @@ def create_app(settings: Settings, redis: Redis, *, media: MediaMount | None = N
         return {"user": user, "tier": m.tier, "expires_at": m.expires_at}
 
     @app.delete("/api/members/{user}", response_model=MembershipOut, tags=["access"])
-    async def revoke_membership(user: str, who: Caller) -> dict[str, Any]:
+    async def revoke_membership(user: UserPath, who: Caller) -> dict[str, Any]:
         """Revoke a membership; connections in paid rooms that needed it close with 4403
         within a second. Idempotent."""
         admin_only(who)
@@ -511,7 +562,7 @@ def create_app(settings: Settings, redis: Redis, *, media: MediaMount | None = N
         return {"room": record.id, "user": body.user, "banned_until": until}
 
     @app.delete("/api/rooms/{room}/bans/{user}", response_model=BanOut, tags=["rooms"])
-    async def delete_ban(room: str, user: str, who: Caller) -> dict[str, Any]:
+    async def delete_ban(room: str, user: UserPath, who: Caller) -> dict[str, Any]:
         """Lift a ban; idempotent (`lifted` says whether one was in force)."""
         record = await controlled(room, who)
         lifted = await access.unban(record.id, valid_user(user))
@@ -640,7 +691,7 @@ def create_app(settings: Settings, redis: Redis, *, media: MediaMount | None = N
             return _error(503, "unavailable", f"redis unreachable: {exc.__class__.__name__}")
         return JSONResponse({"status": "ok"})
 
-    @app.get("/metrics", tags=["meta"])
+    @app.get("/metrics", response_class=PlainTextResponse, tags=["meta"])
     async def metrics() -> Response:
         """Prometheus text format."""
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
@@ -656,6 +707,15 @@ def create_app(settings: Settings, redis: Redis, *, media: MediaMount | None = N
     if media is not None:
         media.mount(app)
     return app
+
+
+def _allowed(app: FastAPI, request: Request) -> list[str]:
+    """Every method some route answers on the request's path."""
+    methods: set[str] = set()
+    for route in app.router.routes:
+        if route.matches(request.scope)[0] is not Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    return sorted(methods)
 
 
 def _page(name: str) -> str:
