@@ -23,7 +23,7 @@ from starlette.routing import Match
 from engine import keys
 from engine.access import EntitlementCheck, Membership
 from engine.bus import RoomBus
-from engine.codec import SUBPROTOCOLS
+from engine.codec import SUBPROTOCOLS, dumps_json
 from engine.counters import RoomCounters
 from engine.errors import Conflict, Forbidden, InvalidBody, LiveroomError, NotFound, Unauthorized
 from engine.ids import RoomId, is_valid_id
@@ -342,6 +342,78 @@ class MediaMount(Protocol):
     def mount(self, app: FastAPI) -> None: ...
 
 
+class BodyLimit:
+    """Refuse a request body past ``limit`` bytes with 413, never reading more than that: by its
+    Content-Length at once, or while a chunked body streams in (held, then handed on). WHEP and
+    WHIP bound their SDP offers themselves (``media/http.py``, with CORS headers)."""
+
+    def __init__(self, app: Any, limit: int, *, skip: tuple[str, ...] = ()) -> None:
+        self.app = app
+        self.limit = limit
+        self.skip = skip
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"].startswith(self.skip):
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or ()).get(b"content-length")
+        if declared is not None:
+            if declared.isdigit() and int(declared) > self.limit:
+                await self._refuse(send)
+            else:
+                await self.app(scope, receive, send)
+            return
+        body, more = b"", True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > self.limit:
+                await self._discard(receive, more)
+                await self._refuse(send)
+                return
+        handed = False
+
+        async def replay() -> Any:
+            nonlocal handed
+            if handed:
+                return await receive()
+            handed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    async def _discard(self, receive: Any, more: bool, most: int = 1 << 20) -> None:
+        """Read (and drop) up to ``most`` more bytes of a body that is too large, so that a
+        client still sending it can read the 413 instead of meeting a reset connection."""
+        dropped = 0
+        while more and dropped < most:
+            message = await receive()
+            if message["type"] != "http.request":
+                return
+            dropped += len(message.get("body", b""))
+            more = message.get("more_body", False)
+
+    async def _refuse(self, send: Any) -> None:
+        body = dumps_json(
+            {"error": "too_large", "message": f"a request body is at most {self.limit} bytes"}
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
 def create_app(settings: Settings, redis: Redis, *, media: MediaMount | None = None) -> FastAPI:
     app = FastAPI(
         title="liveroom",
@@ -350,6 +422,7 @@ def create_app(settings: Settings, redis: Redis, *, media: MediaMount | None = N
         responses=ERRORS,
     )
     app.state.settings = settings
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes, skip=("/whep/", "/whip/"))
     rooms = RoomStore(redis)
     bus = RoomBus(redis, settings)
     counters = RoomCounters(redis, "api", settings.online_ttl_ms)

@@ -111,3 +111,21 @@ async def test_healthz_is_503_when_redis_is_unreachable(spawn) -> None:
     async with httpx.AsyncClient(base_url=dead.http_url, timeout=30) as c:
         r = await c.get("/healthz")
     assert r.status_code == 503 and r.json()["error"] == "unavailable"
+
+
+async def test_a_request_body_past_the_limit_is_refused_unread(api: Api) -> None:
+    big = b'{"title": "' + b"x" * 100_000 + b'"}'
+    async with api.client() as c:
+        r = await c.post("/api/rooms", content=big, headers={"content-type": "application/json"})
+        assert r.status_code == 413 and r.json()["error"] == "too_large"
+
+        async def chunks():
+            for _ in range(100):
+                yield b"x" * 1024
+
+        r = await c.post(
+            "/api/rooms", content=chunks(), headers={"content-type": "application/json"}
+        )
+        assert r.status_code == 413 and r.json()["error"] == "too_large"
+        ok = await c.post("/api/rooms", json={"title": "small"})
+        assert ok.status_code == 201
