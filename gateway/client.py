@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from engine.codec import Event, Subprotocol, decode_events, encode_value
 
@@ -221,7 +221,13 @@ class LiveroomClient:
                 try:
                     await self._open()
                     break
-                except (OSError, ClientError, ConnectionClosed, TimeoutError) as exc:
+                except (
+                    OSError,
+                    ClientError,
+                    ConnectionClosed,
+                    InvalidHandshake,  # the peer closed mid-handshake (a gateway dying)
+                    TimeoutError,
+                ) as exc:
                     if isinstance(exc, ClientError) and exc.status in (401, 403, 404):
                         self._queue.put_nowait(exc)
                         return
@@ -271,9 +277,18 @@ class LiveroomClient:
         """Send an op with a ``ref`` and wait for its ``ack``; raise ``ClientError`` on error."""
         ref = op.setdefault("ref", f"r{next(self._refs)}")
         fut: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
-        self._waiters.setdefault(ref, []).append(fut)
-        await self.send(op)
-        reply = await asyncio.wait_for(fut, timeout)
+        waiting = self._waiters.setdefault(ref, [])
+        waiting.append(fut)
+        try:
+            await self.send(op)
+            reply = await asyncio.wait_for(fut, timeout)
+        finally:
+            # A reply that never came must not leave its waiter behind: the reply to the
+            # resend of this ref would resolve the stale one and be lost.
+            if fut in waiting:
+                waiting.remove(fut)
+            if not waiting and self._waiters.get(ref) is waiting:
+                del self._waiters[ref]
         if reply["type"] == "error":
             raise ClientError(reply["code"], reply.get("message", ""))
         return reply

@@ -122,11 +122,6 @@ async def test_sigkill_under_steady_danmaku_every_viewer_resumes_without_gap_or_
     await asyncio.gather(*(v.stop() for v in viewers), *(t.close() for t in talkers))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gateway/client.py LiveroomClient.request leaves a timed-out waiter in _waiters; "
-    "the reply to the resend of that ref resolves the stale waiter instead",
-)
 async def test_resending_a_ref_after_its_reply_was_lost_gets_the_ack(api: Api, spawn) -> None:
     doomed, survivor = spawn(), spawn()
     room = unique("lost-reply")
@@ -148,11 +143,6 @@ async def test_resending_a_ref_after_its_reply_was_lost_gets_the_ack(api: Api, s
         await c.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gateway/client.py LiveroomClient._read_loop does not catch InvalidHandshake "
-    "(InvalidMessage: the peer closed during the opening handshake); the reader dies silently",
-)
 async def test_a_url_that_fails_the_handshake_is_skipped_like_a_refused_one(
     api: Api, spawn
 ) -> None:
