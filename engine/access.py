@@ -11,6 +11,7 @@ gateway and media close its connections exactly as after a refund. Whoever contr
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 from redis.asyncio import Redis
 
@@ -24,10 +25,20 @@ from engine.tokens import Identity
 REVOCATIONS_MAXLEN = 10_000
 
 
+class AccessKind(StrEnum):
+    """Why a connection may watch (PROTOCOL.md §4 `welcome.access`)."""
+
+    FREE = "free"
+    TICKET = "ticket"
+    MEMBER = "member"
+    HOST = "host"
+    PREVIEW = "preview"
+
+
 @dataclass(frozen=True, slots=True)
 class AccessDecision:
-    kind: str
-    """`free`, `ticket`, `member`, `host` or `preview`."""
+    kind: AccessKind
+    """How the connection is admitted (the `access` of `welcome`)."""
     preview_ends_at: float | None = None
     """For previews: when access ends (epoch seconds)."""
     tier: str | None = None
@@ -110,15 +121,15 @@ class EntitlementCheck:
         tier = m.tier if m is not None and m.active(now) else None
         mute = float(muted or 0)
         if identity.controls(room.id, room.owner):
-            return AccessDecision("host", tier=tier)
+            return AccessDecision(AccessKind.HOST, tier=tier)
         if ban is not None and (float(ban) == 0 or float(ban) > now):
             raise Banned("you are banned from this room")
         if not room.access.paid:
-            return AccessDecision("free", tier=tier, muted_until=mute)
+            return AccessDecision(AccessKind.FREE, tier=tier, muted_until=mute)
         if ticket is not None and (float(ticket) == 0 or float(ticket) > now):
-            return AccessDecision("ticket", tier=tier, muted_until=mute)
+            return AccessDecision(AccessKind.TICKET, tier=tier, muted_until=mute)
         if tier is not None and tier in room.access.tiers:
-            return AccessDecision("member", tier=tier, muted_until=mute)
+            return AccessDecision(AccessKind.MEMBER, tier=tier, muted_until=mute)
         if room.access.preview_seconds > 0:
             # The preview clock starts at the user's first connection and never restarts.
             key = keys.preview(room.id)
@@ -126,7 +137,7 @@ class EntitlementCheck:
             first = float(await self.redis.hget(key, user) or now)
             ends = first + room.access.preview_seconds
             if now < ends:
-                return AccessDecision("preview", ends, tier, mute)
+                return AccessDecision(AccessKind.PREVIEW, ends, tier, mute)
             raise NotEntitled("your free preview of this room is over")
         raise NotEntitled("this room is paid: a ticket or a listed membership is required")
 

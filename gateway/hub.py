@@ -21,9 +21,9 @@ from websockets.protocol import State
 from engine.batch import RoomBatch
 from engine.codec import Event, Subprotocol, encode
 from engine.counters import RoomCounters
-from engine.ids import RoomId, stream_id_key
+from engine.ids import RoomId
 from engine.lottery import LotteryBook, Rule
-from engine.ratelimit import TokenBucket, WindowCounter
+from engine.session import SHARE, Close, Own, UserLimits, ViewerSession
 from engine.settings import Settings
 from engine.tasks import TaskSet, cancel_and_wait
 from engine.tokens import Identity
@@ -35,9 +35,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("liveroom.hub")
 
 FLUSH_CHUNK = 1000  # connections written between two yields to the event loop
-CLOSE_SLOW_CONSUMER = 4408
-CLOSE_TOKEN_EXPIRED = 4401
-CLOSE_ACCESS_ENDED = 4403
 
 
 def frame(events: list[Event], sp: Subprotocol) -> bytes:
@@ -57,94 +54,51 @@ class CounterReport:
 
 
 class Conn:
-    """One viewer's WebSocket connection, as the hub sees it."""
+    """One viewer's WebSocket connection: the socket, and the session whose rules it obeys
+    (``engine.session.ViewerSession``). The hub and the gateway only carry out what the
+    session answers."""
 
-    __slots__ = (
-        "ws",
-        "transport",
-        "identity",
-        "room",
-        "sp",
-        "access",
-        "limit",
-        "joining",
-        "pending",
-        "skip_until",
-        "closing",
-        "danmaku_bucket",
-        "like_bucket",
-        "bad",
-        "timers",
-        "tier",
-        "muted_until",
-        "lotteries_entered",
-        "lotteries_liked",
-        "preview_timer",
-        "msg_bucket",
-        "dropped",
-        "flood_noted_at",
-        "tasks",
-    )
+    __slots__ = ("ws", "transport", "sp", "session", "deadline_timer", "tasks")
 
     def __init__(
-        self,
-        ws: ServerConnection,
-        identity: Identity,
-        room: RoomId,
-        sp: Subprotocol,
-        access: str,
-        settings: Settings,
-        now: float,
-        tasks: TaskSet,
+        self, ws: ServerConnection, session: ViewerSession, sp: Subprotocol, tasks: TaskSet
     ) -> None:
         self.ws = ws
         self.transport = ws.transport
-        self.identity = identity
-        self.room = room
         self.sp = sp
-        self.access = access
-        self.limit = settings.send_buffer_limit
-        self.joining = True
-        self.pending: list[Event] = []
-        self.skip_until: tuple[int, int] | None = None
-        self.closing = False
-        # Per user: RoomHub.attach hands every connection of one user in one room the same two.
-        self.danmaku_bucket = TokenBucket(settings.danmaku_rate, settings.danmaku_burst, now)
-        self.like_bucket = TokenBucket(settings.like_rate, settings.like_burst, now)
-        self.msg_bucket = TokenBucket(settings.msg_rate, settings.msg_burst, now)
-        """Every message of this connection, whatever the op (a flood is dropped undecoded)."""
-        self.dropped = 0
-        self.flood_noted_at = 0.0
+        self.session = session
+        self.deadline_timer: asyncio.TimerHandle | None = None
         self.tasks = tasks
-        self.bad = WindowCounter(settings.bad_message_limit, settings.bad_message_window_s)
-        self.timers: list[asyncio.TimerHandle] = []
-        self.tier: str | None = None
-        self.muted_until = 0.0
-        self.lotteries_entered: set[str] = set()  # keyword or `enter` sent
-        self.lotteries_liked: set[str] = set()  # a like reported for it
-        self.preview_timer: asyncio.TimerHandle | None = None
 
-    def access_allows_chat(self) -> bool:
-        return self.access != "preview"
+    @property
+    def identity(self) -> Identity:
+        return self.session.identity
+
+    @property
+    def room(self) -> RoomId:
+        return RoomId(self.session.room)
 
     def write(self, data: bytes) -> None:
-        """Queue one pre-built frame; close with 4408 once the unsent bytes pass the limit."""
-        if self.closing or self.ws.protocol.state is not State.OPEN:
+        """Queue one pre-built frame; the session decides when the unsent bytes are too many."""
+        if self.session.closing or self.ws.protocol.state is not State.OPEN:
             return
         self.transport.write(data)
-        if self.transport.get_write_buffer_size() > self.limit:
-            self.close(CLOSE_SLOW_CONSUMER, "slow consumer: resume with since")
+        close = self.session.on_unsent(self.transport.get_write_buffer_size())
+        if close is not None:
+            self.apply(close)
 
     def send(self, events: list[Event]) -> None:
         """Send events to this connection only (replies, catch-up)."""
         if events:
             self.write(frame(events, self.sp))
 
+    def apply(self, close: Close) -> None:
+        """Carry out a close the session decided on."""
+        self.tasks.spawn(self.ws.close(close.code, close.reason))
+
     def close(self, code: int, reason: str) -> None:
-        if self.closing:
-            return
-        self.closing = True
-        self.tasks.spawn(self.ws.close(code, reason))
+        if not self.session.closing:
+            self.apply(self.session.close(code, reason))
 
 
 class LocalRoom:
@@ -214,19 +168,19 @@ class RoomHub:
             room = self.rooms[conn.room] = LocalRoom(conn.room)
         room.conns.add(conn)
         room.new_viewers.add(conn.identity.user)
-        mine = self.by_user.setdefault(conn.identity.user, set())
-        for other in mine:  # the user's rate limits are shared by its connections here
-            if other.room == conn.room:
-                conn.danmaku_bucket, conn.like_bucket = other.danmaku_bucket, other.like_bucket
-                break
-        mine.add(conn)
+        self.by_user.setdefault(conn.identity.user, set()).add(conn)
         return room
 
+    def limits_for(self, room: RoomId, user: str, now: float) -> UserLimits:
+        """The user's rate limits in the room: shared by its connections on this gateway."""
+        for other in self.by_user.get(user, ()):
+            if other.room == room:
+                return other.session.limits
+        return UserLimits.new(self.settings, now)
+
     def detach(self, conn: Conn) -> None:
-        for timer in conn.timers:
-            timer.cancel()
-        if conn.preview_timer is not None:
-            conn.preview_timer.cancel()
+        if conn.deadline_timer is not None:
+            conn.deadline_timer.cancel()
         mine = self.by_user.get(conn.identity.user)
         if mine is not None:
             mine.discard(conn)
@@ -237,14 +191,9 @@ class RoomHub:
             room.conns.discard(conn)
             # The room stays until the next counter sync has reported 0 for this gateway.
 
-    def go_live(self, conn: Conn, after: tuple[int, int]) -> None:
+    def go_live(self, conn: Conn) -> None:
         """End a connection's join: deliver what arrived during replay, then share frames."""
-        fresh = [e for e in conn.pending if stream_id_key(e["id"]) > after]
-        conn.pending = []
-        room = self.rooms[conn.room]
-        conn.send(fresh + room.batch.current_state())
-        conn.skip_until = stream_id_key(fresh[-1]["id"]) if fresh else after
-        conn.joining = False
+        conn.send(conn.session.go_live(self.rooms[conn.room].batch.current_state()))
 
     # -- events in -------------------------------------------------------------------------
 
@@ -305,28 +254,19 @@ class RoomHub:
         history, state = room.batch.take()
         events = history + state
         frames: dict[Subprotocol, bytes] = {}
-        first = stream_id_key(history[0]["id"]) if history else None
-        last = stream_id_key(history[-1]["id"]) if history else None
-        pending_limit = self.settings.join_pending_limit
 
         def send(targets: list[Conn]) -> None:
             for conn in targets:
-                if conn.joining:
-                    if history:
-                        conn.pending.extend(history)
-                        if len(conn.pending) > pending_limit:
-                            conn.close(CLOSE_SLOW_CONSUMER, "too far behind while joining")
-                    continue
-                skip = conn.skip_until
-                if skip is not None and first is not None:
-                    if first <= skip:
-                        # Replay already covered part of this batch: send this one the rest.
-                        if last is not None and last >= skip:
-                            conn.skip_until = None
-                        own = [e for e in history if stream_id_key(e["id"]) > skip] + state
-                        conn.send(own)
+                session = conn.session
+                if session.skip_until is not None or session.joining or session.closing:
+                    action = session.on_batch(history, state)  # the session decides
+                    if isinstance(action, Own):
+                        conn.send(action.events)
                         continue
-                    conn.skip_until = None
+                    if isinstance(action, Close):
+                        conn.apply(action)
+                    if action is not SHARE:
+                        continue
                 data = frames.get(conn.sp)
                 if data is None:
                     data = frames[conn.sp] = frame(events, conn.sp)

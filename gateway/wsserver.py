@@ -28,36 +28,30 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from engine import keys, ops
-from engine.access import AccessDecision, EntitlementCheck, decode_revocation
-from engine.bus import RoomBus, RoomReader, last_id
+from engine.access import AccessDecision, AccessKind, EntitlementCheck, decode_revocation
+from engine.bus import RoomBus, RoomReader, StreamHead, last_id
 from engine.codec import SUBPROTOCOLS, decode_message, dumps_json, encode, negotiate
 from engine.counters import RoomCounters
 from engine.errors import (
     BadRequest,
-    Blocked,
-    Empty,
     Forbidden,
     LiveroomError,
-    Muted,
-    NotEntitled,
     NotFound,
     RateLimited,
-    TooLong,
     Unavailable,
 )
-from engine.ids import Cursor, RoomId, is_valid_id, stream_id_key
+from engine.ids import Cursor, RoomId, is_valid_id
 from engine.lottery import (
     Entry,
     LotteryBook,
     LotteryClosed,
     NotEligible,
     Rule,
-    eligible,
-    keyword_matches,
 )
 from engine.origins import origin_allowed, parse_allowed
 from engine.rooms import Room, RoomStore
 from engine.sales import MAX_QTY, SaleLedger
+from engine.session import CLOSE_ACCESS_ENDED, Close, ReplayPlan, ViewerSession
 from engine.settings import Settings
 from engine.slots import ConnectionSlots
 from engine.store import REPLY_TIMEOUT_S, connect
@@ -66,7 +60,7 @@ from engine.tokens import Identity, verify
 from engine.words import EMPTY, BlockedWords, WordFilter
 from gateway import metrics
 from gateway.buys import BuyBatcher
-from gateway.hub import CLOSE_ACCESS_ENDED, CLOSE_TOKEN_EXPIRED, Conn, LocalRoom, RoomHub
+from gateway.hub import Conn, LocalRoom, RoomHub
 
 log = logging.getLogger("liveroom.gateway")
 
@@ -358,26 +352,18 @@ class Gateway:
             return
         now = time.time()
         sp = negotiate([ws.subprotocol] if ws.subprotocol else [])
-        conn = Conn(
-            ws, join.identity, join.room.id, sp, join.decision.kind, self.settings, now, self.tasks
+        user = join.identity.user
+        limits = self.hub.limits_for(join.room.id, user, now)
+        session = ViewerSession(
+            join.identity, join.room.id, join.decision, self.settings, now, limits
         )
-        conn.tier = join.decision.tier
-        conn.muted_until = join.decision.muted_until
+        conn = Conn(ws, session, sp, self.tasks)
         local = self.hub.attach(conn)
-        if self._revoked_at.get(join.identity.user, -1.0) >= join.checked_at:
+        if self._revoked_at.get(user, -1.0) >= join.checked_at:
             # A refund or ban reached us after this join's check but before it was attached
             # (so the revocation found no connection to close): check again now.
             self.tasks.spawn(self._recheck(conn, "access changed while joining"))
-        loop = asyncio.get_running_loop()
-        conn.timers.append(
-            loop.call_later(
-                max(0.0, join.identity.exp - now),
-                conn.close,
-                CLOSE_TOKEN_EXPIRED,
-                "token expired: reconnect with a fresh token and since",
-            )
-        )
-        self._arm_preview(conn, join.decision.preview_ends_at, now)
+        self._arm(conn, now)
         try:
             await self._join(conn, local, join)
             await self._serve(conn)
@@ -387,15 +373,25 @@ class Gateway:
             self.hub.detach(conn)
             self._release(join)
 
-    def _arm_preview(self, conn: Conn, ends_at: float | None, now: float) -> None:
-        """(Re)arm the close at the end of a preview; an upgrade to a ticket disarms it."""
-        if conn.preview_timer is not None:
-            conn.preview_timer.cancel()
-            conn.preview_timer = None
-        if ends_at is not None:
-            conn.preview_timer = asyncio.get_running_loop().call_later(
-                max(0.0, ends_at - now), conn.close, CLOSE_ACCESS_ENDED, "preview over"
+    def _arm(self, conn: Conn, now: float) -> None:
+        """(Re)arm the one timer of a connection at its session's next deadline (the token's
+        expiry, a preview's end); an upgrade to a ticket moves it."""
+        if conn.deadline_timer is not None:
+            conn.deadline_timer.cancel()
+            conn.deadline_timer = None
+        due = conn.session.deadline()
+        if due is not None:
+            conn.deadline_timer = asyncio.get_running_loop().call_later(
+                max(0.0, due - now), self._on_deadline, conn
             )
+
+    def _on_deadline(self, conn: Conn) -> None:
+        now = time.time()
+        close = conn.session.on_time(now)
+        if close is not None:
+            conn.apply(close)
+        else:
+            self._arm(conn, now)
 
     def _on_revocations(self, entries: list) -> None:
         """Reader callback: re-check the access of every local connection concerned."""
@@ -414,14 +410,15 @@ class Gateway:
             if r.muted_until is not None:
                 for conn in self.hub.by_user.get(r.user, ()):
                     if conn.room == r.room:
-                        conn.muted_until = r.muted_until
+                        conn.session.on_mute(r.muted_until)
                 continue
             for conn in list(self.hub.by_user.get(r.user, ())):
                 # Hosts keep access whatever changes. A room-wide change (a ban, a refund) is
                 # re-checked on free rooms too; a membership change cannot end a free access.
-                if conn.access == "host" or (r.room is not None and r.room != conn.room):
+                kind = conn.session.access
+                if kind is AccessKind.HOST or (r.room is not None and r.room != conn.room):
                     continue
-                if r.room is None and conn.access == "free":
+                if r.room is None and kind is AccessKind.FREE:
                     continue
                 self.tasks.spawn(self._recheck(conn, r.reason))
 
@@ -431,26 +428,20 @@ class Gateway:
             room = await self.rooms.get(conn.room)
             decision = await self.access.check(room, conn.identity, now=now)
         except LiveroomError as exc:
-            conn.close(CLOSE_ACCESS_ENDED, f"access ended: {reason or exc.message}"[:120])
+            conn.close(CLOSE_ACCESS_ENDED, f"access ended: {reason or exc.message}")
             return
         except Exception:
             log.exception("access re-check failed; closing to be safe")
             conn.close(CLOSE_ACCESS_ENDED, "access could not be confirmed")
             return
-        conn.tier = decision.tier
-        if decision.kind != conn.access:
-            conn.access = decision.kind
-            self._arm_preview(conn, decision.preview_ends_at, now)
+        conn.session.on_access(decision)
+        self._arm(conn, now)
 
-    async def _join(self, conn: Conn, local: LocalRoom, join: JoinRequest) -> None:
+    async def _welcome(
+        self, conn: Conn, local: LocalRoom, join: JoinRequest, head: StreamHead, plan: ReplayPlan
+    ) -> dict:
+        """The `welcome` event: the room's snapshot as this gateway knows it."""
         room = join.room
-        head = await self.bus.head(room.id)
-        self.reader.subscribe(room.id, head.last_id)
-        recovered = (
-            join.since is not None
-            and join.since.epoch == room.epoch
-            and head.can_resume_after(join.since.id)
-        )
         likes, online = local.likes, local.online
         if likes is None or online is None or local.reported_online < 0:
             likes, online = await self.counters.snapshot(
@@ -459,12 +450,10 @@ class Gateway:
         else:
             online -= local.reported_online  # other gateways' share, as last reported
         online += len(local.conns)
-        now = time.time()
-        open_lotteries = await self.lotteries.open_lotteries(room.id, now)
+        open_lotteries = await self.lotteries.open_lotteries(room.id, time.time())
         for rec in open_lotteries:  # (history keeps this current from now on)
             local.lotteries.setdefault(rec["id"], (Rule.parse(rec["rule"]), rec["ends_at"]))
-        lottery = open_lotteries[-1] if open_lotteries else None
-        welcome = {
+        return {
             "type": "welcome",
             "user": conn.identity.public(),
             "room": {
@@ -474,31 +463,34 @@ class Gateway:
                 "online": online,
                 "likes": likes,
                 "sale": await self.sales.open_sale(room.id),
-                "lottery": lottery,
+                "lottery": open_lotteries[-1] if open_lotteries else None,
             },
             "access": join.decision.kind,
             "preview_ends_at": join.decision.preview_ends_at,
             "epoch": room.epoch,
             "last_id": head.last_id,
-            "recovered": recovered,
+            "recovered": plan.recovered,
         }
-        ws = conn.ws
-        after = join.since.id if recovered and join.since else head.last_id
-        first: list = [welcome]
-        chunk = self.settings.replay_chunk
-        if recovered:
+
+    async def _join(self, conn: Conn, local: LocalRoom, join: JoinRequest) -> None:
+        """welcome, the replay (when resuming), then the hand-off to the shared tick."""
+        room = join.room
+        head = await self.bus.head(room.id)
+        self.reader.subscribe(room.id, head.last_id)
+        plan = conn.session.replay_plan(head, room.epoch, join.since)
+        first: list = [await self._welcome(conn, local, join, head, plan)]
+        after, chunk, text = plan.after, self.settings.replay_chunk, not conn.sp.binary
+        while True:
             # Replay with flow control (await send): a long catch-up must not trip 4408.
-            while True:
-                events = await self.bus.after(room.id, after, chunk)
-                if events:
-                    after = events[-1]["id"]
-                await ws.send(encode(first + events, conn.sp), text=not conn.sp.binary)
-                first = []
-                if len(events) < chunk:
-                    break
-        else:
-            await ws.send(encode(first, conn.sp), text=not conn.sp.binary)
-        self.hub.go_live(conn, stream_id_key(after))
+            events = await self.bus.after(room.id, after, chunk) if plan.recovered else []
+            conn.session.replayed(events)
+            if events:
+                after = events[-1]["id"]
+            await conn.ws.send(encode(first + events, conn.sp), text=text)
+            first = []
+            if len(events) < chunk:
+                break
+        self.hub.go_live(conn)
 
     async def _serve(self, conn: Conn) -> None:
         s = self.settings
@@ -510,9 +502,11 @@ class Gateway:
         try:
             async for message in conn.ws:
                 now = time.time()
-                if not conn.msg_bucket.take(now):
-                    self._flooded(conn, now)  # dropped before any decoding: cheap
-                    continue
+                handle, notice = conn.session.on_message(now)
+                if notice is not None:
+                    conn.send([notice])
+                if not handle:
+                    continue  # over the connection's rate: dropped before any decoding
                 ref = None
                 try:
                     value = decode_message(
@@ -530,8 +524,9 @@ class Gateway:
                     if reply is not None:
                         conn.send([reply])
                 except LiveroomError as exc:
-                    if self._refuse(conn, exc, ref, now):
-                        await conn.ws.close(1008, "too many bad messages")
+                    close = self._refuse(conn, exc, ref, now)
+                    if close is not None:
+                        await conn.ws.close(close.code, close.reason)
                         return
         finally:
             for task in tasks:
@@ -545,35 +540,17 @@ class Gateway:
             if reply is not None:
                 conn.send([reply])
         except LiveroomError as exc:
-            if self._refuse(conn, exc, ref, now):
-                conn.close(1008, "too many bad messages")
+            close = self._refuse(conn, exc, ref, now)
+            if close is not None:
+                conn.apply(close)
         finally:
             slot.release()
 
-    def _flooded(self, conn: Conn, now: float) -> None:
-        """A message over the connection's rate: dropped, and said so at most once a second
-        (an error per dropped message would let a flood make us write as fast as it sends)."""
-        conn.dropped += 1
-        if now - conn.flood_noted_at >= 1.0:
-            conn.flood_noted_at = now
-            s = self.settings
-            conn.send(
-                [
-                    {
-                        "type": "error",
-                        "code": RateLimited.code,
-                        "message": f"over {s.msg_rate:g} messages/s: {conn.dropped} dropped",
-                    }
-                ]
-            )
-
-    def _refuse(self, conn: Conn, exc: LiveroomError, ref: str | None, now: float) -> bool:
-        """Send an `error`; True when this bad message is one too many (close 1008)."""
-        err = {"type": "error", "code": exc.code, "message": exc.message}
-        if ref is not None:
-            err["ref"] = ref
-        conn.send([err])
-        return exc.code == BadRequest.code and conn.bad.hit(now)
+    def _refuse(self, conn: Conn, exc: LiveroomError, ref: str | None, now: float) -> Close | None:
+        """Send an `error`; the close when it was one bad message too many."""
+        reply, close = conn.session.on_refused(exc, ref, now)
+        conn.send([reply])
+        return close
 
     async def _handle(self, conn: Conn, op: ops.Op, now: float) -> dict | None:
         try:
@@ -589,17 +566,20 @@ class Gateway:
 
     async def _dispatch(self, conn: Conn, op: ops.Op, now: float) -> dict | None:
         if isinstance(op, ops.Like):
-            got = conn.like_bucket.take_up_to(now, op.count)
+            got = conn.session.take_likes(op.count, now)
             if got:
                 self.hub.add_likes(conn.room, got)
-                self._lottery_actions(conn, text=None, now=now)
+                local = self.hub.rooms.get(conn.room)
+                if local is not None and local.lotteries:  # reported with the next counters
+                    for lottery in conn.session.like_entries(local.lotteries, now):
+                        local.lottery_likers.setdefault(lottery, set()).add(conn.identity.user)
             return None
         if isinstance(op, ops.Danmaku):
             return await self._danmaku(conn, op, now)
         if isinstance(op, ops.Ping):
             return {"type": "ack", "ref": op.ref, "ts": now}
-        if isinstance(op, ops.Buy | ops.Enter) and not conn.access_allows_chat():
-            raise NotEntitled("preview viewers may not buy or enter lotteries")
+        if isinstance(op, ops.Buy | ops.Enter):
+            conn.session.check_entitled()
         if isinstance(op, ops.Buy):
             return await self._buy(conn, op, now)
         if isinstance(op, ops.Enter):
@@ -614,7 +594,7 @@ class Gateway:
         if not 1 <= op.qty <= MAX_QTY:
             raise BadRequest(f"`qty` must be 1..{MAX_QTY}")
         keys_, args = self.sales.buy_call(
-            conn.room, op.sale, conn.identity.user, op.ref, op.qty, conn.tier, now
+            conn.room, op.sale, conn.identity.user, op.ref, op.qty, conn.session.tier, now
         )
         order = await self.buys.buy(keys_, args)
         return {"type": "ack", "ref": op.ref, "order": order.to_dict()}
@@ -634,39 +614,15 @@ class Gateway:
 
     async def _enter(self, conn: Conn, op: ops.Enter, now: float) -> dict:
         rule = await self._rule(conn, op.lottery)
-        reason = eligible(rule, access=conn.access, tier=conn.tier, is_host=conn.access == "host")
+        reason = conn.session.check_eligible(rule)
         if reason is not None:
             raise NotEligible(reason)
         entry = await self.lotteries.enter(conn.room, op.lottery, conn.identity.user, now)
-        conn.lotteries_entered.add(op.lottery)
+        conn.session.entered(op.lottery)
         reply = {"type": "ack", "ref": op.ref, "lottery": op.lottery}
         if entry is Entry.WAITING_LIKE:
             reply["pending"] = "like"  # a like in this room completes the entry
         return reply
-
-    def _lottery_actions(self, conn: Conn, *, text: str | None, now: float) -> None:
-        """Keyword danmaku enter their sender; likes count for like-rule lotteries. Both use
-        the room's open lotteries as known from history: no Redis read per message."""
-        local = self.hub.rooms.get(conn.room)
-        if local is None or not local.lotteries:
-            return
-        user = conn.identity.user
-        is_host = conn.access == "host"
-        for lottery, (rule, ends_at) in list(local.lotteries.items()):
-            if now >= ends_at:
-                continue
-            done = conn.lotteries_liked if text is None else conn.lotteries_entered
-            if lottery in done:
-                continue
-            if eligible(rule, access=conn.access, tier=conn.tier, is_host=is_host) is not None:
-                continue
-            if text is None:
-                if rule.like:  # reported in the next counter round trip
-                    local.lottery_likers.setdefault(lottery, set()).add(user)
-                    done.add(lottery)
-            elif keyword_matches(rule, text):
-                done.add(lottery)
-                self.tasks.spawn(self._auto_enter(conn.room, lottery, user, now))
 
     async def _auto_enter(self, room: RoomId, lottery: str, user: str, now: float) -> None:
         try:
@@ -677,26 +633,9 @@ class Gateway:
             log.warning("keyword entry failed: %s", exc)
 
     async def _danmaku(self, conn: Conn, op: ops.Danmaku, now: float) -> dict:
-        text = op.text.strip()
-        if not text:
-            raise Empty("danmaku text is empty")
-        if len(text) > self.settings.danmaku_max_chars:
-            raise TooLong(f"danmaku longer than {self.settings.danmaku_max_chars} characters")
-        if not conn.access_allows_chat():
-            raise NotEntitled("preview viewers may not chat")
-        if now < conn.muted_until:
-            raise Muted(f"you are muted here for {conn.muted_until - now:.0f} more seconds")
-        folded = text.casefold()
-        if self.blocked_words.matches(folded) or (await self._room_words(conn)).matches(folded):
-            raise Blocked("this message contains a blocked word")
-        if not conn.danmaku_bucket.take(now):
-            raise RateLimited("sending danmaku too fast")
-        event = {
-            "type": "danmaku",
-            "user": {"id": conn.identity.user, "name": conn.identity.name},
-            "text": text,
-            "ts": now,
-        }
+        session = conn.session
+        text = session.check_danmaku(op.text, now, self.blocked_words, await self._room_words(conn))
+        event = session.danmaku_event(text, now)
         if op.ref:  # the same ref publishes once (a resend, a retry): the same ack
             event_id, fresh = await self.bus.publish_once(
                 conn.room, event, conn.identity.user, op.ref
@@ -705,7 +644,10 @@ class Gateway:
             event_id, fresh = await self.bus.publish(conn.room, event), True
         if fresh:
             self.hub.count_danmaku(conn.room)
-            self._lottery_actions(conn, text=text, now=now)
+            local = self.hub.rooms.get(conn.room)
+            if local is not None and local.lotteries:  # keyword lotteries, from history
+                for lottery in session.keyword_entries(text, local.lotteries, now):
+                    self.tasks.spawn(self._auto_enter(conn.room, lottery, conn.identity.user, now))
         return {"type": "ack", "ref": op.ref, "id": event_id}
 
     async def _room_words(self, conn: Conn) -> WordFilter:

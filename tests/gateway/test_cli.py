@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -137,6 +138,11 @@ async def test_readme_first_command_as_written_in_a_fresh_checkout(tmp_path: Pat
             shutil.copytree(src, dst)
         else:
             shutil.copy(src, dst)
+    # The same .venv: `scripts/setup` must find it up to date (the README's test command just
+    # ran it), or it would reinstall this project from the bare checkout into it.
+    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()[:16]
+    stamp = (ROOT / ".venv" / ".liveroom-installed").read_text().split()
+    assert stamp and stamp[0] == digest, "the .venv is older than pyproject.toml: run scripts/setup"
     (checkout / ".venv").symlink_to(ROOT / ".venv")
     first = re.search(r"Run it: `([^`]+)`", (ROOT / "README.md").read_text()).group(1)  # type: ignore[union-attr]
     assert first == "scripts/up"
