@@ -5,6 +5,10 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY engine engine
 COPY gateway gateway
+COPY api api
+COPY runtime runtime
+COPY sdk sdk
+COPY web web
 COPY media media
 COPY loadtest loadtest
 RUN pip install --no-cache-dir . && useradd --system liveroom

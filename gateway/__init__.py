@@ -1,1 +1,1 @@
-"""liveroom's edges: the WebSocket gateway, the HTTP API, the pages, and the CLI that runs them."""
+"""The WebSocket gateway (PROTOCOL.md §4): handshakes, the room hub, tick flushes, ops."""

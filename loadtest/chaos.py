@@ -70,7 +70,6 @@ from engine.ids import ZERO_ID, RoomId, stream_id_key
 from engine.lottery import verify
 from engine.settings import Settings
 from engine.tokens import issue
-from gateway.client import ClientError
 from loadtest.chaos_audit import (
     LotteryAudit,
     RefundOutcome,
@@ -85,6 +84,7 @@ from loadtest.chaos_audit import (
     verdict,
 )
 from loadtest.chaos_cluster import SEND_ERRORS, ChaosClient, Cluster
+from sdk.client import ClientError
 
 RETRY_CODES = frozenset({"unavailable", "internal", "rate_limited"})
 """Error codes after which a client resends the same ref."""

@@ -21,8 +21,8 @@ from typing import Any
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from engine.codec import Event
-from gateway.client import ClientError, ConnectionClosedByServer, LiveroomClient
-from gateway.redis_server import RedisServer, free_port
+from runtime.redis_server import RedisServer, free_port
+from sdk.client import ClientError, ConnectionClosedByServer, LiveroomClient
 
 ROOT = Path(__file__).resolve().parent.parent
 REPLY_TYPES = ("ack", "error", "welcome")
@@ -91,7 +91,7 @@ class ServeProcess:
             self.proc = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
-                "gateway.cli",
+                "runtime.cli",
                 "serve",
                 "--role",
                 self.role,

@@ -46,7 +46,6 @@ from engine.ids import RoomId
 from engine.rooms import NewRoom, RoomStatus, RoomStore
 from engine.settings import Settings
 from engine.store import connect
-from gateway.redis_server import RedisServer, free_port
 from loadtest.children import ROOT, Child, CpuClock, CpuSample, cpu_percent, raise_nofile
 from loadtest.report import (
     Latency,
@@ -58,6 +57,7 @@ from loadtest.report import (
     text_table,
     write_section,
 )
+from runtime.redis_server import RedisServer, free_port
 
 ROOM = RoomId("fanout-bench")
 

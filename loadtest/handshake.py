@@ -43,8 +43,12 @@ def _client_worker(args: tuple[str, list[str], int]) -> tuple[int, int, float, f
             nonlocal ok, failed
             async with sem:
                 try:
-                    async with connect(url, additional_headers={"Authorization": f"Bearer {tok}"},
-                                       compression=None, open_timeout=30) as ws:
+                    async with connect(
+                        url,
+                        additional_headers={"Authorization": f"Bearer {tok}"},
+                        compression=None,
+                        open_timeout=30,
+                    ) as ws:
                         await ws.recv()
                     ok += 1
                 except Exception:
@@ -94,7 +98,10 @@ def _phase(pool, url: str, tokens: list[str], concurrency: int, server: psutil.P
     failed = sum(r[1] for r in results)
     server_cpu = (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)
     return {
-        "ok": ok, "failed": failed, "wall": wall, "rate": ok / wall,
+        "ok": ok,
+        "failed": failed,
+        "wall": wall,
+        "rate": ok / wall,
         "server_cpu_pct": 100 * server_cpu / wall,
         "server_cpu_ms_per_conn": 1000 * server_cpu / max(ok, 1),
         "client_cpu_pct": 100 * sum(r[3] for r in results) / wall,
@@ -111,13 +118,15 @@ async def _setup(redis_url: str, n: int) -> tuple[list[str], list[str]]:
     redis = connect(redis_url)
     rooms = RoomStore(redis)
     await rooms.create(NewRoom(RoomId("free"), "free room"), "bench")
-    await rooms.create(NewRoom(RoomId("paid"), "paid room", Access("paid", 100, ("vip",), 0)),
-                       "bench")
+    await rooms.create(
+        NewRoom(RoomId("paid"), "paid room", Access("paid", 100, ("vip",), 0)), "bench"
+    )
     check = EntitlementCheck(redis)
     users = [f"u{i}" for i in range(n)]
     for i in range(0, n, 200):
-        await asyncio.gather(*(check.grant_ticket(RoomId("paid"), u, None)
-                               for u in users[i:i + 200]))
+        await asyncio.gather(
+            *(check.grant_ticket(RoomId("paid"), u, None) for u in users[i : i + 200])
+        )
     tokens = [issue(SECRET, u, "viewer", ttl_s=3600) for u in users]
     await redis.aclose()
     return tokens, tokens[:]
@@ -131,39 +140,74 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--markdown", action="store_true")
     args = p.parse_args(argv)
 
-    from gateway.redis_server import RedisServer, free_port
+    from runtime.redis_server import RedisServer, free_port
 
     tmp = Path(tempfile.mkdtemp(prefix="lr-handshake-"))
     redis = RedisServer(tmp / "redis", appendonly=False).start()
     ws_port, bare_port = free_port(), free_port()
-    env = {**os.environ, "LIVEROOM_SECRET": SECRET, "LIVEROOM_LOG_LEVEL": "WARNING",
-           # a handshake benchmark, not a test of the per-process connection cap
-           "LIVEROOM_MAX_CONNECTIONS": "100000"}
-    gw = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve", "--role", "gateway",
-                           "--redis-url", redis.url, "--ws-port", str(ws_port)],
-                          env=env, stdout=subprocess.PIPE, cwd=ROOT)
-    bare = subprocess.Popen([sys.executable, "-c", BARE_SERVER, str(bare_port)],
-                            stdout=subprocess.PIPE)
+    env = {
+        **os.environ,
+        "LIVEROOM_SECRET": SECRET,
+        "LIVEROOM_LOG_LEVEL": "WARNING",
+        # a handshake benchmark, not a test of the per-process connection cap
+        "LIVEROOM_MAX_CONNECTIONS": "100000",
+    }
+    gw = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "runtime.cli",
+            "serve",
+            "--role",
+            "gateway",
+            "--redis-url",
+            redis.url,
+            "--ws-port",
+            str(ws_port),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        cwd=ROOT,
+    )
+    bare = subprocess.Popen(
+        [sys.executable, "-c", BARE_SERVER, str(bare_port)], stdout=subprocess.PIPE
+    )
     try:
         _wait_ready(gw)
         _wait_ready(bare)
         tokens, _ = asyncio.run(_setup(redis.url, args.connections))
         gw_ps, bare_ps = psutil.Process(gw.pid), psutil.Process(bare.pid)
-        rows: dict[str, list[dict]] = {"bare websockets (raw limit)": [], "free room": [],
-                                       "paid room (ticket)": []}
+        rows: dict[str, list[dict]] = {
+            "bare websockets (raw limit)": [],
+            "free room": [],
+            "paid room (ticket)": [],
+        }
         with mp.get_context("spawn").Pool(2) as pool:
             # warm-up: worker imports, first connections (not counted)
             _phase(pool, f"ws://127.0.0.1:{bare_port}/", tokens[:100], 16, bare_ps)
             _phase(pool, f"ws://127.0.0.1:{ws_port}/ws/rooms/free", tokens[:100], 16, gw_ps)
             for _ in range(args.rounds):
-                rows["bare websockets (raw limit)"].append(_phase(
-                    pool, f"ws://127.0.0.1:{bare_port}/", tokens, args.concurrency, bare_ps))
-                rows["free room"].append(_phase(
-                    pool, f"ws://127.0.0.1:{ws_port}/ws/rooms/free", tokens, args.concurrency,
-                    gw_ps))
-                rows["paid room (ticket)"].append(_phase(
-                    pool, f"ws://127.0.0.1:{ws_port}/ws/rooms/paid", tokens, args.concurrency,
-                    gw_ps))
+                rows["bare websockets (raw limit)"].append(
+                    _phase(pool, f"ws://127.0.0.1:{bare_port}/", tokens, args.concurrency, bare_ps)
+                )
+                rows["free room"].append(
+                    _phase(
+                        pool,
+                        f"ws://127.0.0.1:{ws_port}/ws/rooms/free",
+                        tokens,
+                        args.concurrency,
+                        gw_ps,
+                    )
+                )
+                rows["paid room (ticket)"].append(
+                    _phase(
+                        pool,
+                        f"ws://127.0.0.1:{ws_port}/ws/rooms/paid",
+                        tokens,
+                        args.concurrency,
+                        gw_ps,
+                    )
+                )
         report(rows, args)
     finally:
         for proc in (gw, bare):

@@ -9,7 +9,7 @@ dev mode the default secret works). Reported "requests": `ws connect` (handshake
 fan-out latency under load shows in locust's percentiles).
 
 Locust runs on gevent, so this uses websockets' threaded client with the project's one codec
-(`engine.codec`) rather than the asyncio `gateway.client.LiveroomClient`.
+(`engine.codec`) rather than the asyncio `sdk.client.LiveroomClient`.
 """
 
 from __future__ import annotations

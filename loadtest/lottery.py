@@ -274,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
 
-    from gateway.redis_server import RedisServer
+    from runtime.redis_server import RedisServer
 
     tmp = Path(tempfile.mkdtemp(prefix="lr-lottery-"))
     server = RedisServer(tmp / "redis", appendonly=False).start()

@@ -237,7 +237,7 @@ class MediaProc:
     def __init__(
         self, redis_url: str, cpu: int, env: dict[str, str], log: Path, nice: int = 0
     ) -> None:
-        from gateway.redis_server import free_port
+        from runtime.redis_server import free_port
 
         self.port = free_port()
         self.log = open(log, "wb")
@@ -249,7 +249,7 @@ class MediaProc:
             **env,
         }
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "serve", "--role", "media",
+            [sys.executable, "-m", "runtime.cli", "serve", "--role", "media",
              "--redis-url", redis_url, "--http-port", str(self.port),
              "--ws-port", str(free_port())],
             env=full_env, stdout=subprocess.PIPE, stderr=self.log, cwd=ROOT,
@@ -604,7 +604,7 @@ def _write_section(path: Path, section: str) -> None:
 
 
 async def _main(args: argparse.Namespace) -> None:
-    from gateway.redis_server import RedisServer
+    from runtime.redis_server import RedisServer
 
     steps = [int(x) for x in args.steps.split(",")]
     pv_steps = [int(x) for x in args.per_viewer_steps.split(",")]

@@ -5,7 +5,7 @@
 What it measures, in ONE run against ONE private redis-server (AOF on, no auto-rewrite):
 
 1. The gateway, batching off then on (``LIVEROOM_BUY_BATCHING=0`` / ``1``; the gateway process,
-   ``python -m gateway.cli serve --role gateway``, is restarted between them, Redis is not).
+   ``python -m runtime.cli serve --role gateway``, is restarted between them, Redis is not).
    Buyers are real WebSocket connections (``liveroom.v1.msgpack``, ops encoded with
    ``engine.codec.encode_value``) from ``--clients`` processes of this module, one user each.
    Every attempt carries a fresh ``ref``, on a sale whose stock and per-user limit never run
@@ -68,7 +68,6 @@ from engine.sales import NewSale, SaleLedger
 from engine.settings import Settings
 from engine.store import connect
 from engine.tokens import issue
-from gateway.redis_server import RedisServer, free_port
 from loadtest.children import ROOT, Child, CpuClock, CpuSample, cpu_percent, raise_nofile
 from loadtest.report import INTRO, Latency, code_version, machine_info
 from loadtest.wire import (
@@ -82,6 +81,7 @@ from loadtest.wire import (
     masked_frame,
     upgrade_request,
 )
+from runtime.redis_server import RedisServer, free_port
 
 SECRET = "sales-bench-secret-0123456789abcdef-0123456789"
 ROOM = RoomId("sale-bench")
@@ -530,7 +530,7 @@ class Result:
 
 
 class Gateway:
-    """The gateway under test: ``python -m gateway.cli serve --role gateway`` in a child."""
+    """The gateway under test: ``python -m runtime.cli serve --role gateway`` in a child."""
 
     def __init__(self, redis_url: str, batching: bool, log_path: Path, tick_ms: int) -> None:
         self.redis_url = redis_url
@@ -552,7 +552,7 @@ class Gateway:
         }
         cmd = [
             "-m",
-            "gateway.cli",
+            "runtime.cli",
             "serve",
             "--role",
             "gateway",

@@ -7,7 +7,7 @@ import pytest
 import pytest_asyncio
 from redis.asyncio import Redis
 
-from gateway.redis_server import RedisServer
+from runtime.redis_server import RedisServer
 from tests.support import Api, Proc
 
 

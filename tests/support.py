@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 
 from engine.tokens import issue
-from gateway.redis_server import free_port
+from runtime.redis_server import free_port
 
 SECRET = "test-secret-0123456789abcdef0123456789"
 
@@ -55,7 +55,7 @@ class Proc:
         cmd = [
             sys.executable,
             "-m",
-            "gateway.cli",
+            "runtime.cli",
             "serve",
             "--role",
             role,

@@ -9,7 +9,7 @@ from websockets.asyncio.client import connect
 
 from engine.codec import decode_events
 from engine.ids import stream_id_key
-from gateway.client import LiveroomClient
+from sdk.client import LiveroomClient
 from tests.gateway.helpers import Talkers
 from tests.support import token, unique
 

@@ -7,7 +7,7 @@ import time
 
 from engine.codec import Event
 from engine.ids import stream_id_key
-from gateway.client import LiveroomClient
+from sdk.client import LiveroomClient
 
 
 async def collect_history(c: LiveroomClient, n: int, timeout: float = 20.0) -> list[Event]:

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from gateway.client import ClientError, ConnectionClosedByServer, LiveroomClient
+from sdk.client import ClientError, ConnectionClosedByServer, LiveroomClient
 from tests.support import Api, Proc, token, unique
 
 PAID = {"mode": "paid", "price_cents": 990, "tiers": ["vip"], "preview_seconds": 0}

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from gateway.client import ClientError, LiveroomClient
+from sdk.client import ClientError, LiveroomClient
 from tests.gateway.helpers import collect_history
 from tests.gateway.test_access import PAID, _closed_with, _put
 from tests.support import ADMIN, Api, Proc, token, unique

@@ -8,7 +8,7 @@ from redis.asyncio import Redis
 
 from engine import keys
 from engine.ids import RoomId
-from gateway.client import LiveroomClient
+from sdk.client import LiveroomClient
 from tests.gateway.helpers import collect_history
 from tests.support import Api, Proc, token, unique
 

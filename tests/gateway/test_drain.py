@@ -10,7 +10,7 @@ from redis.asyncio import Redis
 
 from engine import keys
 from engine.ids import RoomId
-from gateway.client import ClientError, ConnectionClosedByServer, LiveroomClient
+from sdk.client import ClientError, ConnectionClosedByServer, LiveroomClient
 from tests.gateway.helpers import connect_all
 from tests.support import Api, token, unique
 

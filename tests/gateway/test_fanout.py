@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from gateway.client import LiveroomClient
+from sdk.client import LiveroomClient
 from tests.gateway.helpers import close_all, collect_history, connect_all, ids_in_order
 from tests.support import Api, Proc, token, unique
 

@@ -20,7 +20,7 @@ from engine.codec import Subprotocol
 from engine.ids import RoomId, stream_id_key
 from engine.keys import events as events_key
 from engine.settings import Settings
-from gateway.client import ClientError, LiveroomClient
+from sdk.client import ClientError, LiveroomClient
 from tests.support import Api, token, unique
 
 SEND_FAILURES = (ClientError, TimeoutError, ConnectionError, OSError, AssertionError)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.client import ClientError, LiveroomClient
+from sdk.client import ClientError, LiveroomClient
 from tests.gateway.helpers import close_all, collect_history, connect_all
 from tests.support import SECRET, Api, Proc, token, unique
 
@@ -145,7 +145,7 @@ async def test_a_lottery_draws_itself_once_with_several_processes(
 
 def _verify(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "verify-lottery", *args],
+        [sys.executable, "-m", "runtime.cli", "verify-lottery", *args],
         env={**os.environ, "LIVEROOM_SECRET": SECRET},
         capture_output=True,
         text=True,

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from gateway.client import ClientError, LiveroomClient
+from sdk.client import ClientError, LiveroomClient
 from tests.gateway.helpers import collect_history
 from tests.gateway.test_sales import create_sale
 from tests.support import Api, Proc, token, unique

@@ -26,8 +26,8 @@ from redis.asyncio import Redis
 from engine import keys
 from engine.codec import Event, unpack_stored
 from engine.ids import RoomId
-from gateway.client import ClientError, LiveroomClient
-from gateway.redis_server import RedisServer
+from runtime.redis_server import RedisServer
+from sdk.client import ClientError, LiveroomClient
 from tests.gateway.helpers import close_all, collect_history, connect_all
 from tests.gateway.test_lottery import create_lottery
 from tests.gateway.test_sales import create_sale

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from gateway.client import LiveroomClient
+from sdk.client import LiveroomClient
 from tests.gateway.helpers import Talkers, collect_history, ids_in_order
 from tests.support import Api, Proc, token, unique
 

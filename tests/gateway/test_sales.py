@@ -10,7 +10,7 @@ from redis.asyncio import Redis
 
 from engine import keys
 from engine.ids import RoomId
-from gateway.client import ClientError, LiveroomClient
+from sdk.client import ClientError, LiveroomClient
 from tests.gateway.helpers import close_all, collect_history, connect_all
 from tests.support import Api, Proc, token, unique
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from websockets.exceptions import ConnectionClosed
 
-from gateway.client import ClientError, ConnectionClosedByServer, LiveroomClient
-from gateway.redis_server import RedisServer
+from runtime.redis_server import RedisServer
+from sdk.client import ClientError, ConnectionClosedByServer, LiveroomClient
 from tests.gateway.test_sales import create_sale, get_orders, get_sale
 from tests.support import Api, Proc, token, unique
 

@@ -13,7 +13,7 @@ from engine.bus import RoomBus
 from engine.codec import decode_events
 from engine.ids import RoomId
 from engine.settings import Settings
-from gateway.client import LiveroomClient
+from sdk.client import LiveroomClient
 from tests.gateway.helpers import close_all, collect_history, connect_all, ids_in_order
 from tests.support import SECRET, Api, Proc, token, unique
 

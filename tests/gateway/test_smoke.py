@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from gateway.client import LiveroomClient
+from sdk.client import LiveroomClient
 from tests.support import Api, Proc, token, unique
 
 

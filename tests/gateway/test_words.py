@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import pytest
 
-from gateway.client import ClientError, LiveroomClient
+from sdk.client import ClientError, LiveroomClient
 from tests.support import Api, Proc, token, unique
 
 

@@ -16,10 +16,10 @@ from websockets.asyncio.client import connect
 
 from engine.codec import decode_events
 from engine.tokens import verify
-from gateway.redis_server import free_port
+from runtime.redis_server import free_port
 from tests.support import SECRET
 
-LIVEROOM = [sys.executable, "-m", "gateway.cli"]
+LIVEROOM = [sys.executable, "-m", "runtime.cli"]
 ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -1,4 +1,4 @@
-"""The shipped Python client (gateway/client.py) as a user's bot runs it."""
+"""The shipped Python client (sdk/client.py) as a user's bot runs it."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from redis.asyncio import Redis
 
 from engine import keys
 from engine.ids import RoomId
-from gateway.client import LiveroomClient
+from sdk.client import LiveroomClient
 from tests.gateway.helpers import Talkers, collect_history
 from tests.support import Api, Proc, token, unique
 

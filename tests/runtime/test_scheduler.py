@@ -12,7 +12,7 @@ from engine.lottery import DRAW_TIMER, LotteryBook
 from engine.sales import NewSale, SaleLedger
 from engine.settings import Settings
 from engine.timers import Timer
-from gateway.scheduler import Scheduler
+from runtime.scheduler import Scheduler
 from tests.support import unique
 
 SALE = {

@@ -10,11 +10,11 @@ from collections.abc import Awaitable, Callable
 
 import uvicorn
 
+from api.app import create_app
 from engine.settings import Settings
 from engine.store import connect
-from gateway.api import create_app
-from gateway.scheduler import Scheduler
 from gateway.wsserver import Gateway
+from runtime.scheduler import Scheduler
 
 log = logging.getLogger("liveroom")
 

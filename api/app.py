@@ -792,4 +792,4 @@ def _allowed(app: FastAPI, request: Request) -> list[str]:
 
 
 def _page(name: str) -> str:
-    return resources.files("gateway").joinpath("static", name).read_text("utf-8")
+    return resources.files("web").joinpath("static", name).read_text("utf-8")

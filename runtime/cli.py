@@ -61,7 +61,7 @@ def cmd_token(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from gateway.runner import serve
+    from runtime.runner import serve
 
     settings = _settings(args).check()
     _run(serve(settings, args.role))
@@ -69,8 +69,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from gateway.redis_server import RedisServer
-    from gateway.runner import serve
+    from runtime.redis_server import RedisServer
+    from runtime.runner import serve
 
     dev = os.environ.get("LIVEROOM_SECRET") in (None, "", DEV_SECRET)
     settings = _settings(args, dev=dev).check()

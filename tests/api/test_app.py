@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.client import LiveroomClient
+from sdk.client import LiveroomClient
 from tests.gateway.helpers import collect_history
 from tests.support import ADMIN, Api, Proc, token, unique
 
@@ -105,7 +105,7 @@ async def test_gateway_port_answers_metrics_and_health(gateways: list[Proc]) -> 
 async def test_healthz_is_503_when_redis_is_unreachable(spawn) -> None:
     import httpx
 
-    from gateway.redis_server import free_port
+    from runtime.redis_server import free_port
 
     dead = spawn("api", args=["--redis-url", f"redis://127.0.0.1:{free_port()}/0"])
     async with httpx.AsyncClient(base_url=dead.http_url, timeout=30) as c:

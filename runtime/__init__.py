@@ -1,0 +1,1 @@
+"""Running liveroom: the CLI, the roles of one process, the timer scheduler, a private Redis."""

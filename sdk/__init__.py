@@ -1,0 +1,1 @@
+"""Client SDKs: the Python client of the gateway protocol."""

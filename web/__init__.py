@@ -1,0 +1,1 @@
+"""The pages (web player, host console): static files the HTTP API serves."""
