@@ -15,24 +15,22 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from engine import keys
-from engine.access import EntitlementCheck, Membership
-from engine.bus import RoomBus
+from engine.access import Membership
 from engine.codec import SUBPROTOCOLS, dumps_json
 from engine.counters import RoomCounters
-from engine.errors import Conflict, Forbidden, InvalidBody, LiveroomError, NotFound, Unauthorized
+from engine.errors import Conflict, Forbidden, InvalidBody, LiveroomError, NotFound
 from engine.ids import RoomId, is_valid_id
-from engine.lottery import LotteryBook
-from engine.rooms import NewRoom, Room, RoomStatus, RoomStore
-from engine.sales import MAX_DURATION_S, MAX_QTY, MAX_STOCK, NewSale, SaleLedger
+from engine.rooms import NewRoom, Room, RoomStatus
+from engine.sales import MAX_DURATION_S, MAX_QTY, MAX_STOCK, NewSale
+from engine.services import Services
 from engine.settings import Settings
-from engine.tokens import Identity, Role, verify
-from engine.words import MAX_WORD_CHARS, MAX_WORDS, BlockedWords
+from engine.tokens import Identity, Role, verify_request
+from engine.words import MAX_WORD_CHARS, MAX_WORDS
 from media.counts import media_viewers
 
 # -- schemas (for /openapi.json; the domain validates again in engine.rooms) ----------------
@@ -325,12 +323,12 @@ _STATUS_CODES = {
 def caller(request: Request) -> Identity:
     """The verified identity behind ``Authorization: Bearer`` (or ``?token=``)."""
     settings: Settings = request.app.state.settings
-    auth = request.headers.get("authorization", "")
-    token = auth[7:].strip() if auth.lower().startswith("bearer ") else None
-    token = token or request.query_params.get("token")
-    if not token:
-        raise Unauthorized("Authorization: Bearer <token> is required")
-    return verify(settings.secret, token, leeway_s=settings.token_leeway_s)
+    return verify_request(
+        settings.secret,
+        request.headers.get("authorization"),
+        request.query_params.get("token"),
+        leeway_s=settings.token_leeway_s,
+    )
 
 
 Caller = Annotated[Identity, Depends(caller)]
@@ -414,7 +412,8 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": body})
 
 
-def create_app(settings: Settings, redis: Redis, *, media: MediaMount | None = None) -> FastAPI:
+def create_app(services: Services, *, media: MediaMount | None = None) -> FastAPI:
+    settings, redis = services.settings, services.redis
     app = FastAPI(
         title="liveroom",
         version="1",
@@ -423,13 +422,9 @@ def create_app(settings: Settings, redis: Redis, *, media: MediaMount | None = N
     )
     app.state.settings = settings
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes, skip=("/whep/", "/whip/"))
-    rooms = RoomStore(redis)
-    bus = RoomBus(redis, settings)
+    rooms, bus, access = services.rooms, services.bus, services.access
+    sales, lotteries, words = services.sales, services.lotteries, services.words
     counters = RoomCounters(redis, "api", settings.online_ttl_ms)
-    access = EntitlementCheck(redis)
-    sales = SaleLedger(redis, settings)
-    lotteries = LotteryBook(redis, events_cap=settings.history_hard_cap)
-    words = BlockedWords(redis)
 
     @app.exception_handler(LiveroomError)
     async def _liveroom_error(_: Request, exc: LiveroomError) -> JSONResponse:

@@ -100,3 +100,25 @@ def verify(secret: str, token: str | None, *, leeway_s: int = 5) -> Identity:
         exp=float(claims["exp"]),
         rooms=frozenset(RoomId(r) for r in rooms),
     )
+
+
+def bearer_token(authorization: str | None, query_token: str | None) -> str | None:
+    """The token a request presents: ``Authorization: Bearer <token>`` (other clients), else
+    ``?token=`` (browsers, which cannot set headers on a WebSocket). The one place that reads
+    it, for the gateway, the HTTP API and media alike."""
+    if authorization and authorization[:7].lower() == "bearer ":
+        token = authorization[7:].strip()
+        if token:
+            return token
+    return query_token or None
+
+
+def verify_request(
+    secret: str, authorization: str | None, query_token: str | None, *, leeway_s: int
+) -> Identity:
+    """The verified identity a request presents (see ``bearer_token``); ``Unauthorized``
+    when it presents none or a bad one."""
+    token = bearer_token(authorization, query_token)
+    if not token:
+        raise Unauthorized("Authorization: Bearer <token> (or ?token=) is required")
+    return verify(secret, token, leeway_s=leeway_s)

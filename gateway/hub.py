@@ -141,13 +141,18 @@ class LocalRoom:
 
 class RoomHub:
     def __init__(
-        self, settings: Settings, counters: RoomCounters, tasks: TaskSet | None = None
+        self,
+        settings: Settings,
+        counters: RoomCounters,
+        lotteries: LotteryBook | None = None,
+        tasks: TaskSet | None = None,
     ) -> None:
         self.settings = settings
         self.counters = counters
+        self.lotteries = lotteries
+        """Like-rule lotteries are told who liked (None: not reported, e.g. a benchmark)."""
         self.tasks = tasks or TaskSet("hub")
         self.rooms: dict[RoomId, LocalRoom] = {}
-        self.lotteries: LotteryBook | None = None  # set by the gateway (like-rule entries)
         self.by_user: dict[str, set[Conn]] = {}
         self.on_room_empty: list = []  # callbacks(room_id), e.g. unsubscribe the reader
         self.frames_written = 0
@@ -220,12 +225,6 @@ class RoomHub:
             room.like_delta += n
 
     # -- ticks -----------------------------------------------------------------------------
-
-    def flush(self) -> None:
-        """Send every room's batch to its local connections (one encode per subprotocol)."""
-        for room in list(self.rooms.values()):
-            if room.batch:
-                self._flush_room(room, list(room.conns))
 
     async def flush_now(self) -> None:
         """One flush at a time: a flush that yields mid-room must finish before the next batch

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
@@ -28,8 +27,8 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from engine import keys, ops
-from engine.access import AccessDecision, AccessKind, EntitlementCheck, decode_revocation
-from engine.bus import RoomBus, RoomReader, StreamHead, last_id
+from engine.access import AccessDecision, AccessKind, decode_revocation
+from engine.bus import RoomReader, StreamHead, last_id
 from engine.codec import SUBPROTOCOLS, decode_message, dumps_json, encode, negotiate
 from engine.counters import RoomCounters
 from engine.errors import (
@@ -43,21 +42,18 @@ from engine.errors import (
 from engine.ids import Cursor, RoomId, is_valid_id
 from engine.lottery import (
     Entry,
-    LotteryBook,
     LotteryClosed,
     NotEligible,
     Rule,
 )
 from engine.origins import origin_allowed, parse_allowed
-from engine.rooms import Room, RoomStore
-from engine.sales import MAX_QTY, SaleLedger
+from engine.rooms import Room
+from engine.sales import MAX_QTY
+from engine.services import Services
 from engine.session import CLOSE_ACCESS_ENDED, Close, ReplayPlan, ViewerSession
-from engine.settings import Settings
-from engine.slots import ConnectionSlots
-from engine.store import REPLY_TIMEOUT_S, connect
 from engine.tasks import TaskSet, cancel_and_wait
-from engine.tokens import Identity, verify
-from engine.words import EMPTY, BlockedWords, WordFilter
+from engine.tokens import Identity, verify_request
+from engine.words import EMPTY, WordFilter
 from gateway import metrics
 from gateway.buys import BuyBatcher
 from gateway.hub import Conn, LocalRoom, RoomHub
@@ -90,50 +86,40 @@ def error_response(exc: LiveroomError) -> Response:
     return Response(status.value, status.phrase, headers, body)
 
 
-def bearer(request: Request, query: dict[str, list[str]]) -> str | None:
-    auth = request.headers.get("Authorization")
-    if auth and auth.lower().startswith("bearer "):
-        return auth[7:].strip()
-    values = query.get("token")
+def _first(query: dict[str, list[str]], name: str) -> str | None:
+    values = query.get(name)
     return values[0] if values else None
 
 
 class Gateway:
     """One gateway process: the WebSocket server, its room hub and its one room reader."""
 
-    def __init__(self, settings: Settings, redis: Redis, *, gateway_id: str | None = None) -> None:
+    def __init__(self, services: Services, *, gateway_id: str | None = None) -> None:
+        settings = services.settings
         self.settings = settings
-        self.redis = redis
+        self.redis = services.redis
         self.id = gateway_id or uuid.uuid4().hex[:12]
-        self.rooms = RoomStore(redis)
-        self.bus = RoomBus(redis, settings)
-        self.access = EntitlementCheck(redis)
-        self.counters = RoomCounters(redis, self.id, settings.online_ttl_ms)
+        self.rooms = services.rooms
+        self.bus = services.bus
+        self.access = services.access
+        self.sales = services.sales
+        self.lotteries = services.lotteries
+        self.words = services.words
+        self.slots = services.slots
+        self.counters = RoomCounters(self.redis, self.id, settings.online_ttl_ms)
         self.tasks = TaskSet("gateway")
-        self.hub = RoomHub(settings, self.counters, self.tasks)
-        self.slots = ConnectionSlots(
-            redis, limit=settings.max_conns_per_user, ttl_ms=settings.conn_slot_ttl_ms
-        )
+        self.hub = RoomHub(settings, self.counters, self.lotteries, self.tasks)
         self.origins = parse_allowed(settings.allowed_origins)
         self.ip_exempt = frozenset(a.strip() for a in settings.ip_limit_exempt.split(",") if a)
-        self.sales = SaleLedger(redis, settings)
-        self.lotteries = LotteryBook(redis, events_cap=settings.history_hard_cap)
-        self.hub.lotteries = self.lotteries
         self.blocked_words = WordFilter.from_setting(settings.blocked_words)
         """The deployment's words, blocked in every room beside each room's own list."""
-        self.words = BlockedWords(redis)
         self.buys = BuyBatcher(
             self.sales, enabled=settings.buy_batching, max_pending=settings.max_pending_buys
         )
-        # The reader's XREAD BLOCK holds a connection; it gets a client of its own.
-        # Its timeout outlasts the block, so a network partition ends the read instead of
-        # hanging it (the reader then retries from its cursors).
-        self._reader_redis = connect(
-            settings.redis_url,
-            socket_timeout=settings.read_block_ms / 1000 + REPLY_TIMEOUT_S,
-            max_connections=4,
+        self._reader_redis = services.reader_client()
+        self.reader = RoomReader(
+            self._reader_redis, self.redis, self.id, self.hub.on_events, settings
         )
-        self.reader = RoomReader(self._reader_redis, redis, self.id, self.hub.on_events, settings)
         self.hub.on_room_empty.append(self.reader.unsubscribe)
         self.server: Server | None = None
         self.draining = False
@@ -329,7 +315,12 @@ class Gateway:
             raise RateLimited(f"at most {s.max_conns_per_ip} connections per address")
         rid = url.path[len(PATH_PREFIX) :]
         query = parse_qs(url.query)
-        identity = verify(s.secret, bearer(request, query), leeway_s=s.token_leeway_s)
+        identity = verify_request(
+            s.secret,
+            request.headers.get("Authorization"),
+            _first(query, "token"),
+            leeway_s=s.token_leeway_s,
+        )
         if not is_valid_id(rid):
             raise NotFound(f"no room {rid[:64]!r}")
         since = None

@@ -33,8 +33,8 @@ from array import array
 
 from engine.codec import Subprotocol
 from engine.ids import RoomId
+from engine.services import Services
 from engine.settings import Settings
-from engine.store import connect
 from gateway.hub import frame
 from gateway.wsserver import Gateway
 
@@ -190,8 +190,8 @@ async def main(args: argparse.Namespace) -> None:
         secret=args.secret,
         tick_ms=args.tick_ms,
     ).check()
-    redis = connect(settings.redis_url)
-    gateway = Gateway(settings, redis, gateway_id="bench")
+    services = Services.build(settings)
+    gateway = Gateway(services, gateway_id="bench")
     probe = FlushProbe(gateway)
     await gateway.start()
     say({"ready": gateway.port})
@@ -201,7 +201,7 @@ async def main(args: argparse.Namespace) -> None:
         if gateway.server is not None:
             gateway.server.close(close_connections=False)
         await gateway.stop()
-        await redis.aclose()
+        await services.aclose()
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:

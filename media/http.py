@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from engine.errors import Forbidden, LiveroomError, NotFound, Unauthorized
+from engine.errors import Forbidden, LiveroomError, NotFound
 from engine.ids import RoomId, is_valid_id
-from engine.tokens import Identity, Role, verify
+from engine.tokens import Identity, Role, verify_request
 from media.errors import MethodNotAllowed, MethodNotSupported, TooLarge, UnsupportedMediaType
 from media.sessions import SessionKind
 
@@ -48,12 +48,12 @@ def _error(exc: LiveroomError, headers: dict[str, str] | None = None) -> JSONRes
 def identity(request: Request) -> Identity:
     """``Authorization: Bearer`` or ``?token=`` (browsers), verified; else ``Unauthorized``."""
     settings = request.app.state.settings
-    auth = request.headers.get("authorization", "")
-    token = auth[7:].strip() if auth.lower().startswith("bearer ") else None
-    token = token or request.query_params.get("token")
-    if not token:
-        raise Unauthorized("Authorization: Bearer <token> (or ?token=) is required")
-    return verify(settings.secret, token, leeway_s=settings.token_leeway_s)
+    return verify_request(
+        settings.secret,
+        request.headers.get("authorization"),
+        request.query_params.get("token"),
+        leeway_s=settings.token_leeway_s,
+    )
 
 
 async def sdp_body(request: Request, limit: int) -> bytes:

@@ -26,17 +26,15 @@ from aiortc import (
 )
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from fastapi import FastAPI
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from engine import keys, scripts
-from engine.access import EntitlementCheck, decode_revocation
+from engine.access import decode_revocation
 from engine.bus import RoomReader, last_id
 from engine.errors import Forbidden, LiveroomError, NotEntitled, NotFound
 from engine.ids import RoomId, is_valid_id
-from engine.rooms import Room, RoomStatus, RoomStore
-from engine.settings import Settings
-from engine.store import connect
+from engine.rooms import Room, RoomStatus
+from engine.services import Services
 from engine.tokens import Identity
 from media import metrics
 from media.errors import BadSdp, NotPublishing, UnsupportedCodec
@@ -52,18 +50,17 @@ log = logging.getLogger("liveroom.media")
 
 
 class MediaService:
-    def __init__(
-        self, settings: Settings, redis: Redis, media: MediaSettings | None = None
-    ) -> None:
+    def __init__(self, services: Services, media: MediaSettings | None = None) -> None:
+        settings, redis = services.settings, services.redis
         self.settings = settings
         self.media = media if media is not None else MediaSettings.from_env()
         self.redis = redis
         self.id = "media-" + uuid.uuid4().hex[:10]
-        self.store = RoomStore(redis)
-        self.access = EntitlementCheck(redis)
+        self.store = services.rooms
+        self.access = services.access
         self.book = SessionBook(self.media.max_sessions, self.media.max_sessions_per_user)
         self.rooms: dict[RoomId, RoomMedia] = {}
-        self._reader_redis = connect(settings.redis_url, socket_timeout=None, max_connections=4)
+        self._reader_redis = services.reader_client()
         self.reader = RoomReader(self._reader_redis, redis, self.id, lambda *_: None, settings)
         self._online = scripts.register(redis, "online")
         self._reported: set[RoomId] = set()

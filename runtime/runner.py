@@ -11,8 +11,8 @@ from collections.abc import Awaitable, Callable
 import uvicorn
 
 from api.app import create_app
+from engine.services import Services
 from engine.settings import Settings
-from engine.store import connect
 from gateway.wsserver import Gateway
 from runtime.scheduler import Scheduler
 
@@ -28,8 +28,11 @@ async def serve(
     *,
     on_ready: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
-    """Run ``role`` until a signal; SIGTERM drains the gateway (close 1001) within its timeout."""
-    redis = connect(settings.redis_url)
+    """Run ``role`` until a signal; SIGTERM drains the gateway (close 1001) within its timeout.
+
+    The composition root of the process: one ``Services`` (the Redis client, the ledgers, the
+    settings), built here and handed to every role."""
+    services = Services.build(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -38,22 +41,22 @@ async def serve(
     gateway: Gateway | None = None
     api: uvicorn.Server | None = None
     api_task: asyncio.Task[None] | None = None
-    scheduler = Scheduler(redis, settings)
+    scheduler = Scheduler(services)
     scheduler.start()
     media = None
     try:
         if role == "media" or (role == "all" and MEDIA_IN_ALL):
             from media.service import MediaService  # aiortc is heavy: only where media runs
 
-            media = MediaService(settings, redis)
+            media = MediaService(services)
             await media.start()
         if role in ("all", "gateway"):
-            gateway = Gateway(settings, redis)
+            gateway = Gateway(services)
             await gateway.start()
             log.info("gateway %s on ws://%s:%d", gateway.id, settings.host, gateway.port)
         if role in ("all", "api", "media"):
             config = uvicorn.Config(
-                create_app(settings, redis, media=media),
+                create_app(services, media=media),
                 host=settings.host,
                 port=settings.http_port,
                 log_level="warning",
@@ -91,4 +94,4 @@ async def serve(
                 pass
         if media is not None:
             await media.stop()
-        await redis.aclose()
+        await services.aclose()

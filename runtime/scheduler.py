@@ -11,12 +11,9 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from redis.asyncio import Redis
-
 from engine.errors import NotFound
-from engine.lottery import DRAW_TIMER, LotteryBook
-from engine.sales import SaleLedger
-from engine.settings import Settings
+from engine.lottery import DRAW_TIMER
+from engine.services import Services
 from engine.tasks import cancel_and_wait
 from engine.timers import Timer, Timers
 
@@ -30,11 +27,11 @@ class DrawInProgress(Exception):
 
 
 class Scheduler:
-    def __init__(self, redis: Redis, settings: Settings, *, interval_s: float = 0.1) -> None:
-        self.timers = Timers(redis)
+    def __init__(self, services: Services, *, interval_s: float = 0.1) -> None:
+        self.timers = Timers(services.redis)
         self.interval_s = interval_s
-        sales = SaleLedger(redis, settings)
-        self.lotteries = LotteryBook(redis, events_cap=settings.history_hard_cap)
+        sales = services.sales
+        self.lotteries = services.lotteries
         self.handlers: dict[str, Handler] = {
             "sale.open": lambda t, now: sales.open(t.room, t.id),
             "sale.end": lambda t, now: sales.end(t.room, t.id, by="time", now=now),

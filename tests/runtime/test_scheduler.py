@@ -10,6 +10,7 @@ from engine import keys
 from engine.ids import RoomId
 from engine.lottery import DRAW_TIMER, LotteryBook
 from engine.sales import NewSale, SaleLedger
+from engine.services import Services
 from engine.settings import Settings
 from engine.timers import Timer
 from runtime.scheduler import Scheduler
@@ -37,7 +38,7 @@ async def test_a_sale_whose_opening_was_lost_in_a_crash_still_opens(redis: Redis
     # as if the process had died right after the transaction, before opening it:
     await redis.hset(keys.sale(room, sale["id"]), "status", "scheduled")
     await redis.hdel(keys.stock(room), sale["id"])
-    assert await Scheduler(redis, settings).run_due(time.time()) >= 1
+    assert await Scheduler(Services.build(settings, redis)).run_due(time.time()) >= 1
     assert (await sales.get(room, sale["id"]))["status"] == "open"
     end = Timer("sale.end", room, sale["id"]).member
     assert await redis.zscore(keys.timers(), end) is not None  # it will also end by itself
