@@ -1,12 +1,14 @@
-"""Configuration: one frozen dataclass.
+"""Configuration: one frozen dataclass, ``Settings``, with the media role's part nested in it.
 
-Every field has a safe default and a one-line docstring. Values are read from the environment
-(``LIVEROOM_<FIELD>``) and CLI flags at the edge only; the core takes a ``Settings``.
+Every field has a safe default and a one-line docstring. ``Settings.from_env`` reads
+``LIVEROOM_<FIELD>`` (and ``REDIS_URL``) into ``Settings`` and ``LIVEROOM_MEDIA_<FIELD>`` into
+``Settings.media``, from an environment the caller passes: the edge (the CLI, load tests) hands
+it ``os.environ``; nothing here reads the process environment itself.
 """
 
 from __future__ import annotations
 
-import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
@@ -14,6 +16,82 @@ from engine.errors import LiveroomError
 
 #: Development-only token secret. The server refuses to start with it outside dev mode.
 DEV_SECRET = "liveroom-dev-secret-do-not-use-in-production"
+
+MEDIA_CODECS = ("H264", "VP8")
+
+
+@dataclass(frozen=True, slots=True)
+class MediaSettings:
+    """The media role (WHEP/WHIP): read from ``LIVEROOM_MEDIA_<FIELD>``; what ``Settings`` already
+    holds (secret, Redis, counter intervals) is never duplicated here."""
+
+    # -- what a room's encoder produces (test pattern and WHIP ingest)
+    width: int = 1280
+    """Width of the generated test pattern (WHIP ingest keeps the host's size)."""
+    height: int = 720
+    """Height of the generated test pattern."""
+    fps: int = 30
+    """Frame rate of the test pattern, and the most a WHIP ingest is encoded at."""
+    bitrate: int = 1_500_000
+    """Target bits per second of each room encoder."""
+    keyframe_interval_s: float = 1.0
+    """Seconds between keyframes: how long a new or lagging viewer waits at most (1-2 s)."""
+    codecs: str = "H264,VP8"
+    """Video codecs offered, most preferred first (H264 = constrained baseline)."""
+    vp8_cpu_used: int = 12
+    """libvpx speed (higher is faster and blurrier; 16 is the fastest)."""
+    encoder_threads: int = 1
+    """Threads per encoder (0: the codec decides). One media process per core wants 1: more
+    threads on one core only contend, and 720p30 ultrafast H.264 takes ~5 ms per frame."""
+    shared_encoder: bool = True
+    """One encoder per room and codec, shared by every viewer. False encodes per viewer: only
+    for the benchmark's comparison, never in production."""
+
+    # -- fan-out
+    viewer_queue_frames: int = 30
+    """Frames a viewer may fall behind the room before it skips to the next keyframe."""
+    keyframe_request_gap_s: float = 0.5
+    """Least time between keyframes forced by joins and PLIs (keyframe storms are costly)."""
+
+    # -- limits
+    max_sessions: int = 500
+    """WHEP sessions one media process holds before answering 503."""
+    max_sessions_per_user: int = 3
+    """WHEP sessions one user may hold in one room (429 beyond)."""
+    max_sdp_bytes: int = 64 * 1024
+    """Largest SDP body accepted (413 beyond)."""
+    connect_timeout_s: float = 20.0
+    """A session whose ICE/DTLS does not connect in this time is ended."""
+    idle_stop_s: float = 5.0
+    """A built-in source keeps running this long after its last viewer leaves."""
+
+    # -- network
+    ice_servers: str = ""
+    """Comma-separated STUN/TURN URLs for the server's ICE agent (empty: host candidates)."""
+
+    def codec_list(self) -> tuple[str, ...]:
+        return tuple(c.strip().upper() for c in self.codecs.split(",") if c.strip())
+
+    def check(self) -> MediaSettings:
+        """Refuse media configurations the encoders cannot run; return self for chaining."""
+        if not self.codec_list() or any(c not in MEDIA_CODECS for c in self.codec_list()):
+            raise LiveroomError(f"media codecs must be among {', '.join(MEDIA_CODECS)}")
+        if not 1 <= self.fps <= 60:
+            raise LiveroomError("media fps must be 1-60")
+        if self.width % 2 or self.height % 2 or not (16 <= self.width <= 3840):
+            raise LiveroomError("media width and height must be even, 16-3840")
+        if not 0.2 <= self.keyframe_interval_s <= 10:
+            raise LiveroomError("media keyframe interval must be 0.2-10 s")
+        if self.viewer_queue_frames < 2:
+            raise LiveroomError("media viewer queue must hold at least 2 frames")
+        return self
+
+    @property
+    def gop_frames(self) -> int:
+        return max(1, round(self.fps * self.keyframe_interval_s))
+
+    def with_(self, **changes: Any) -> MediaSettings:
+        return replace(self, **changes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,8 +202,9 @@ class Settings:
     read_count: int = 1_000
     """Most entries the room reader takes per stream per XREAD."""
 
-    extra: dict[str, Any] = field(default_factory=dict)
-    """Free-form settings for later roles; ignored by the core."""
+    # -- the media role
+    media: MediaSettings = field(default_factory=MediaSettings)
+    """WHEP/WHIP encoders, fan-out and limits (``LIVEROOM_MEDIA_<FIELD>``)."""
 
     def check(self) -> Settings:
         """Refuse unsafe configurations; return self for chaining."""
@@ -146,21 +225,32 @@ class Settings:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
-        """Read ``LIVEROOM_<FIELD>`` (and ``REDIS_URL``) from the environment."""
-        env = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        for f in fields(cls):
-            if f.name == "extra":
-                continue
-            raw = env.get("LIVEROOM_" + f.name.upper())
-            if raw is None:
-                continue
-            values[f.name] = _convert(raw, type(getattr(cls(), f.name)))
-        if "redis_url" not in values and env.get("REDIS_URL"):
-            values["redis_url"] = env["REDIS_URL"]
+    def from_env(cls, environ: Mapping[str, str], **overrides: Any) -> Settings:
+        """Read ``LIVEROOM_<FIELD>`` (and ``REDIS_URL``) from ``environ``, and
+        ``LIVEROOM_MEDIA_<FIELD>`` into ``media``; ``overrides`` that are not None win."""
+        values = _read(cls, environ, "LIVEROOM_", skip=frozenset({"media"}))
+        if "redis_url" not in values and environ.get("REDIS_URL"):
+            values["redis_url"] = environ["REDIS_URL"]
+        values["media"] = MediaSettings(**_read(MediaSettings, environ, "LIVEROOM_MEDIA_"))
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+
+def _read(
+    cls: type[Settings] | type[MediaSettings],
+    environ: Mapping[str, str],
+    prefix: str,
+    skip: frozenset[str] = frozenset(),
+) -> dict[str, Any]:
+    """The fields of ``cls`` set in ``environ`` as ``<prefix><FIELD>``, typed like the defaults."""
+    defaults = cls()
+    values: dict[str, Any] = {}
+    for f in fields(cls):
+        raw = environ.get(prefix + f.name.upper())
+        if raw is None or f.name in skip:
+            continue
+        values[f.name] = _convert(raw, type(getattr(defaults, f.name)))
+    return values
 
 
 def _convert(raw: str, typ: type) -> Any:

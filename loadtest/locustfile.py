@@ -35,7 +35,7 @@ class Viewer(User):
 
     def on_start(self) -> None:
         self.user_id = f"locust-{os.getpid()}-{next(_ids)}"
-        tok = issue(Settings.from_env().secret, self.user_id, "viewer", ttl_s=3600)
+        tok = issue(Settings.from_env(os.environ).secret, self.user_id, "viewer", ttl_s=3600)
         t0 = time.perf_counter()
         self.ws = connect(
             f"{self.host}/ws/rooms/{self.room}?token={tok}",

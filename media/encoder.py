@@ -16,7 +16,7 @@ from aiortc.codecs.h264 import H264Encoder
 from aiortc.codecs.vpx import Vp8Encoder
 from av.video.frame import PictureType, VideoFrame
 
-from media.settings import MediaSettings
+from engine.settings import MediaSettings
 
 TIME_BASE = fractions.Fraction(1, 90_000)
 

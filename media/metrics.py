@@ -5,18 +5,27 @@ They appear in the HTTP app's ``GET /metrics`` (the process-wide registry).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from prometheus_client import REGISTRY
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-if TYPE_CHECKING:
-    from media.service import MediaService
+from media.sessions import SessionBook
+
+
+class MediaStats(Protocol):
+    """What the collector reads from a media role; ``MediaService`` is the one implementation."""
+
+    book: SessionBook
+
+    def stats(self) -> dict[str, Any]:
+        """Sessions, encoders, frames encoded, viewer skips and rooms of this process."""
+        ...
 
 
 class _MediaCollector:
     def __init__(self) -> None:
-        self.services: list[MediaService] = []
+        self.services: list[MediaStats] = []
 
     def collect(self):  # type: ignore[no-untyped-def]
         sessions = GaugeMetricFamily(
@@ -49,10 +58,10 @@ _collector = _MediaCollector()
 REGISTRY.register(_collector)
 
 
-def watch(service: MediaService) -> None:
+def watch(service: MediaStats) -> None:
     _collector.services.append(service)
 
 
-def unwatch(service: MediaService) -> None:
+def unwatch(service: MediaStats) -> None:
     if service in _collector.services:
         _collector.services.remove(service)

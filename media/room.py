@@ -24,9 +24,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from engine.ids import RoomId
+from engine.settings import MediaSettings
 from media.encoder import TIME_BASE, Packetizer, VideoEncoder
 from media.fanout import EncodedFrame, Feed
-from media.settings import MediaSettings
 from media.sources import IngestSource, Source, SourceItem, open_builtin
 
 log = logging.getLogger("liveroom.media")

@@ -35,25 +35,28 @@ from engine.errors import Forbidden, LiveroomError, NotEntitled, NotFound
 from engine.ids import RoomId, is_valid_id
 from engine.rooms import Room, RoomStatus
 from engine.services import Services
+from engine.settings import MediaSettings
 from engine.tokens import Identity
 from media import metrics
 from media.errors import BadSdp, NotPublishing, UnsupportedCodec
 from media.fanout import ViewerTrack, attach_sender
+from media.http import mount_routes
 from media.room import RoomMedia
 from media.rtc import codec_preferences, fast_clock
 from media.sdp import WHEP_DIRECTIONS, WHIP_DIRECTIONS, choose_codec, read_offer
 from media.sessions import MediaSession, SessionBook, SessionKind, new_session_id
-from media.settings import MediaSettings
 from media.sources import IngestSource
 
 log = logging.getLogger("liveroom.media")
 
 
 class MediaService:
-    def __init__(self, services: Services, media: MediaSettings | None = None) -> None:
+    def __init__(self, services: Services) -> None:
         settings, redis = services.settings, services.redis
         self.settings = settings
-        self.media = media if media is not None else MediaSettings.from_env()
+        # Checked here, not in Settings.check: only a process that runs media refuses bad media
+        # settings (LIVEROOM_MEDIA_*), as it did when this role read them itself.
+        self.media: MediaSettings = settings.media.check()
         self.redis = redis
         self.id = "media-" + uuid.uuid4().hex[:10]
         self.store = services.rooms
@@ -113,8 +116,6 @@ class MediaService:
             t.cancel()
 
     def mount(self, app: FastAPI) -> None:
-        from media.http import mount_routes
-
         mount_routes(app, self)
 
     def _spawn(self, coro: Any) -> None:

@@ -21,6 +21,7 @@ DEMO_ROOM = RoomId("demo")
 
 def _settings(args: argparse.Namespace, *, dev: bool = False) -> Settings:
     return Settings.from_env(
+        os.environ,
         redis_url=getattr(args, "redis_url", None),
         host=getattr(args, "host", None),
         http_port=getattr(args, "http_port", None),
@@ -40,7 +41,7 @@ def _run(coro: object) -> None:
 
 
 def cmd_token(args: argparse.Namespace) -> int:
-    settings = Settings.from_env()
+    settings = Settings.from_env(os.environ)
     if settings.secret == DEV_SECRET:
         print(
             "liveroom: LIVEROOM_SECRET is not set; signing with the development secret",
@@ -146,7 +147,7 @@ def cmd_verify_lottery(args: argparse.Namespace) -> int:
             return 2
         token = args.token or os.environ.get("LIVEROOM_TOKEN")
         if not token:  # any valid token may read a record; sign one if we hold the secret
-            token = issue(Settings.from_env().secret, "verifier", "viewer", ttl_s=300)
+            token = issue(Settings.from_env(os.environ).secret, "verifier", "viewer", ttl_s=300)
         req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
         try:
             with urllib.request.urlopen(req, timeout=30) as resp:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import pytest
 
 from engine.errors import LiveroomError
-from engine.settings import DEV_SECRET, Settings
+from engine.settings import DEV_SECRET, MediaSettings, Settings
 
 GOOD_SECRET = "a-real-secret-0123456789"
 
@@ -114,15 +115,83 @@ def test_overrides_win_over_the_environment() -> None:
     assert s.ws_port == Settings().ws_port
 
 
-def test_from_env_does_not_read_the_process_environment_when_given_a_dict(
+def test_from_env_reads_only_the_environment_it_is_given(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("LIVEROOM_TICK_MS", "33")
-    assert Settings.from_env({}).tick_ms == Settings().tick_ms
-    assert Settings.from_env().tick_ms == 33
+    monkeypatch.setenv("LIVEROOM_MEDIA_FPS", "24")
+    assert Settings.from_env({}) == Settings()
+    s = Settings.from_env(os.environ)
+    assert s.tick_ms == 33 and s.media.fps == 24
+    with pytest.raises(TypeError):
+        Settings.from_env()  # type: ignore[call-arg]  # the edge must name the environment
 
 
 def test_from_env_secret_then_check() -> None:
     Settings.from_env({"LIVEROOM_SECRET": GOOD_SECRET}).check()
     with pytest.raises(LiveroomError):
         Settings.from_env({}).check()
+
+
+# -- the media role's part -------------------------------------------------------------------
+
+
+def test_media_settings_are_nested_frozen_and_default() -> None:
+    s = Settings()
+    assert s.media == MediaSettings()
+    assert (s.media.width, s.media.height, s.media.fps) == (1280, 720, 30)
+    assert s.media.max_sdp_bytes == 64 * 1024
+    assert s.media.codec_list() == ("H264", "VP8")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.media.fps = 5  # type: ignore[misc]
+
+
+def test_from_env_reads_media_fields_into_settings_media() -> None:
+    s = Settings.from_env(
+        {
+            "LIVEROOM_MEDIA_WIDTH": "320",
+            "LIVEROOM_MEDIA_KEYFRAME_INTERVAL_S": "2",
+            "LIVEROOM_MEDIA_SHARED_ENCODER": "0",
+            "LIVEROOM_MEDIA_CODECS": "vp8",
+            "LIVEROOM_MEDIA_ICE_SERVERS": "stun:stun.example:3478",
+            "LIVEROOM_TICK_MS": "20",
+        }
+    )
+    m = s.media
+    assert m.width == 320 and isinstance(m.width, int)
+    assert m.keyframe_interval_s == 2.0 and isinstance(m.keyframe_interval_s, float)
+    assert m.shared_encoder is False
+    assert m.codec_list() == ("VP8",)
+    assert m.ice_servers == "stun:stun.example:3478"
+    assert m.height == MediaSettings().height  # untouched fields keep their defaults
+    assert s.tick_ms == 20
+
+
+def test_a_media_override_wins_over_the_environment() -> None:
+    mine = MediaSettings(fps=15)
+    assert Settings.from_env({"LIVEROOM_MEDIA_FPS": "24"}, media=mine).media is mine
+
+
+@pytest.mark.parametrize(
+    ("changes", "says"),
+    [
+        ({"codecs": "AV1"}, "codecs"),
+        ({"codecs": " , "}, "codecs"),
+        ({"fps": 0}, "fps"),
+        ({"fps": 61}, "fps"),
+        ({"width": 321}, "even"),
+        ({"width": 8}, "even"),
+        ({"keyframe_interval_s": 0.1}, "keyframe"),
+        ({"viewer_queue_frames": 1}, "viewer queue"),
+    ],
+)
+def test_unusable_media_settings_are_refused(changes: dict, says: str) -> None:
+    with pytest.raises(LiveroomError, match=says):
+        MediaSettings(**changes).check()
+    m = MediaSettings()
+    assert m.check() is m
+
+
+def test_gop_frames() -> None:
+    assert MediaSettings(fps=30, keyframe_interval_s=1.0).gop_frames == 30
+    assert MediaSettings(fps=25, keyframe_interval_s=2.0).gop_frames == 50

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import av
 
+from engine.settings import MediaSettings
 from media.encoder import TIME_BASE, VideoEncoder
-from media.settings import MediaSettings
 from media.sources import PatternSource, read_barcode
 
 
