@@ -23,6 +23,13 @@ from engine.rooms import TIERS, Room
 from engine.tokens import Identity
 
 REVOCATIONS_MAXLEN = 10_000
+MAX_MUTE_S = 30 * 86400
+"""A mute lasts at most 30 days."""
+MAX_BAN_S = 30 * 86400
+"""A timed ban lasts at most 30 days (longer: ban for good)."""
+MAX_EXPIRES_AT = 253_402_300_799
+"""The latest ticket or membership expiry (the end of 9999): Redis refuses to EXPIREAT much
+later."""
 
 
 class AccessKind(StrEnum):

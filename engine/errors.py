@@ -74,6 +74,27 @@ class Conflict(LiveroomError):
     status = 409
 
 
+class MethodNotAllowed(LiveroomError):
+    """The path does not take this method (the answer's ``Allow`` names those it takes)."""
+
+    code = "method_not_allowed"
+    status = 405
+
+
+class TooLarge(LiveroomError):
+    """The body is larger than allowed."""
+
+    code = "too_large"
+    status = 413
+
+
+class Refused(LiveroomError):
+    """Refused with an HTTP status that has no code of its own (the status says why)."""
+
+    code = "error"
+    status = 400
+
+
 class RateLimited(LiveroomError):
     """Too many requests; slow down."""
 
@@ -86,6 +107,13 @@ class Unavailable(LiveroomError):
 
     code = "unavailable"
     status = 503
+
+
+class Internal(LiveroomError):
+    """A bug: the request could not be completed (the traceback goes to the log)."""
+
+    code = "internal"
+    status = 500
 
 
 # -- op-level refusals (WebSocket `error` replies) ----------------------------------------------

@@ -13,7 +13,9 @@ UserId = NewType("UserId", str)
 RoomId = NewType("RoomId", str)
 EventId = NewType("EventId", str)
 
-_ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+ID_PATTERN = r"[A-Za-z0-9_.-]{1,64}"
+"""Every user, room, sale and lottery id (the API anchors it in its OpenAPI document)."""
+_ID_RE = re.compile(ID_PATTERN)
 _EPOCH_RE = re.compile(r"[a-z0-9]{1,32}")
 _STREAM_ID_RE = re.compile(r"(\d{1,20})-(\d{1,20})")
 

@@ -16,7 +16,18 @@ from engine.ids import RoomId, new_epoch, new_room_id, room_id
 from engine.tokens import Identity, Role
 
 TIERS = ("normal", "senior", "vip")
+"""Membership tiers, lowest first."""
+ACCESS_MODES = ("free", "paid")
 MAX_TITLE_CHARS = 200
+MAX_PRICE_CENTS = 10**9
+"""A price (a paid room's ticket, a sale's price and tier prices) is 0..10**9 cents."""
+MAX_PREVIEW_S = 10**9
+MAX_NOTICE_CHARS = 500
+"""A notice (``POST /api/rooms/{room}/notices``) is 1..500 characters."""
+MAX_LIST_PAGE = 200
+"""``GET /api/rooms`` answers at most this many rooms a page..."""
+MAX_LIST_OFFSET = 100_000
+"""...and pages no further than this."""
 
 
 class RoomStatus(StrEnum):
@@ -55,13 +66,16 @@ class Access:
         mode = value.get("mode", "free")
         if mode == "free":
             return cls()
-        if mode != "paid":
+        if mode not in ACCESS_MODES:
             raise InvalidBody("`access.mode` must be `free` or `paid`")
         price = value.get("price_cents", 0)
         preview = value.get("preview_seconds", 0)
         tiers = value.get("tiers", [])
-        for name, v in (("price_cents", price), ("preview_seconds", preview)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0 or v > 10**9:
+        for name, v, most in (
+            ("price_cents", price, MAX_PRICE_CENTS),
+            ("preview_seconds", preview, MAX_PREVIEW_S),
+        ):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0 or v > most:
                 raise InvalidBody(f"`access.{name}` must be a non-negative integer")
         if not isinstance(tiers, list) or any(t not in TIERS for t in tiers):
             raise InvalidBody(f"`access.tiers` must be a list of {', '.join(TIERS)}")

@@ -19,10 +19,14 @@ from engine import keys, scripts
 from engine.codec import pack_stored
 from engine.errors import InvalidBody, LiveroomError, NotFound
 from engine.ids import RoomId, is_valid_id
-from engine.rooms import TIERS
+from engine.rooms import MAX_PRICE_CENTS, TIERS
 from engine.settings import Settings
 from engine.timers import Timers
 
+MAX_ITEM_CHARS = 200
+"""A sale's `item` is 1..200 characters..."""
+MAX_TITLE_CHARS = 200
+"""...and so is its `title`."""
 MAX_STOCK = 10_000_000
 MAX_QTY = 10_000
 MAX_DURATION_S = 7 * 86400
@@ -49,9 +53,9 @@ class NewSale:
             return v
 
         item, title = body.get("item"), body.get("title")
-        for name, v in (("item", item), ("title", title)):
-            if not isinstance(v, str) or not v.strip() or len(v) > 200:
-                raise InvalidBody(f"`{name}` must be 1-200 characters")
+        for name, v, most in (("item", item, MAX_ITEM_CHARS), ("title", title, MAX_TITLE_CHARS)):
+            if not isinstance(v, str) or not v.strip() or len(v) > most:
+                raise InvalidBody(f"`{name}` must be 1-{most} characters")
         tier_prices = body.get("tier_prices") or {}
         if not isinstance(tier_prices, dict) or any(
             t not in TIERS or isinstance(p, bool) or not isinstance(p, int) or p < 0
@@ -61,7 +65,7 @@ class NewSale:
         return cls(
             item=item.strip(),  # type: ignore[union-attr]
             title=title.strip(),  # type: ignore[union-attr]
-            price_cents=integer("price_cents", 0, 10**9),
+            price_cents=integer("price_cents", 0, MAX_PRICE_CENTS),
             stock=integer("stock", 1, MAX_STOCK),
             per_user_limit=integer("per_user_limit", 1, MAX_QTY),
             duration_s=integer("duration_s", 1, MAX_DURATION_S),

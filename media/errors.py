@@ -6,7 +6,26 @@ body of PROTOCOL.md §3 in one place (with CORS headers, so that browsers can re
 
 from __future__ import annotations
 
-from engine.errors import BadRequest, Conflict, InvalidBody, LiveroomError
+from engine.errors import (
+    BadRequest,
+    Conflict,
+    InvalidBody,
+    LiveroomError,
+    MethodNotAllowed,
+    TooLarge,
+)
+
+# The HTTP API answers these too (its body limit, its 405s): one class each, in engine/errors.py.
+__all__ = [
+    "BadSdp",
+    "MethodNotAllowed",
+    "MethodNotSupported",
+    "NoVideo",
+    "NotPublishing",
+    "TooLarge",
+    "UnsupportedCodec",
+    "UnsupportedMediaType",
+]
 
 
 class NotPublishing(Conflict):
@@ -33,25 +52,11 @@ class UnsupportedCodec(InvalidBody):
     code = "unsupported_codec"
 
 
-class TooLarge(LiveroomError):
-    """The body is larger than allowed."""
-
-    code = "too_large"
-    status = 413
-
-
 class UnsupportedMediaType(LiveroomError):
     """The body must be ``application/sdp``."""
 
     code = "unsupported_media_type"
     status = 415
-
-
-class MethodNotAllowed(LiveroomError):
-    """This endpoint does not take this method."""
-
-    code = "method_not_allowed"
-    status = 405
 
 
 class MethodNotSupported(MethodNotAllowed):
