@@ -29,6 +29,7 @@ from engine.errors import (
     NotFound,
     RateLimited,
     Refused,
+    TooLarge,
     Unauthorized,
     Unavailable,
 )
@@ -42,6 +43,7 @@ _DECLARED = (
     MethodNotAllowed,
     Conflict,
     InvalidBody,
+    TooLarge,  # a body past LIVEROOM_MAX_BODY_BYTES (api/limits.py)
     RateLimited,
     Unavailable,
 )

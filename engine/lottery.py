@@ -39,6 +39,7 @@ from redis.asyncio import Redis
 from engine import scripts
 from engine.codec import dumps_json, loads_json, pack_stored
 from engine.errors import BadRequest, Conflict, Forbidden, InvalidBody, NotFound
+from engine.events import EventType
 from engine.ids import RoomId, is_valid_id
 from engine.keys import (
     events,
@@ -335,7 +336,7 @@ def keyword_matches(rule: Rule, text: str) -> bool:
 def started_event(record: Mapping[str, Any]) -> dict[str, Any]:
     """`lottery.started` from a public record: `winners` is the number of winners."""
     return {
-        "type": "lottery.started",
+        "type": EventType.LOTTERY_STARTED,
         "lottery": record["id"],
         "commit": record["commit"],
         "prize": record["prize"],
@@ -348,7 +349,7 @@ def started_event(record: Mapping[str, Any]) -> dict[str, Any]:
 def drawn_event(record: Mapping[str, Any]) -> dict[str, Any]:
     """`lottery.drawn` from a drawn public record: the winners (ascending HMAC) and the seed."""
     return {
-        "type": "lottery.drawn",
+        "type": EventType.LOTTERY_DRAWN,
         "lottery": record["id"],
         "winners": record["winners"],
         "seed": record["seed"],
@@ -555,17 +556,14 @@ class LotteryBook:
         winner_ids = [m.decode() for _, m in best]
         joined = b"\n".join(chunks)
         digest = hashlib.sha256(joined).hexdigest()
-        drawn = pack_stored(
-            {
-                "type": "lottery.drawn",
-                "lottery": lottery,
-                "winners": winner_ids,
-                "seed": seed.hex(),
-                "entrants_count": n,
-                "entrants_sha256": digest,
-                "ts": now,
-            }
-        )
+        public = {
+            "id": lottery,
+            "winners": winner_ids,
+            "seed": seed.hex(),
+            "entrants_count": n,
+            "entrants_sha256": digest,
+        }
+        drawn = pack_stored({**drawn_event(public), "ts": now})
         stored = await self._finish(
             keys=[
                 lottery_key(room, lottery),

@@ -11,6 +11,7 @@ import json
 import secrets
 import time
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from redis.asyncio import Redis
@@ -18,10 +19,18 @@ from redis.asyncio import Redis
 from engine import keys, scripts
 from engine.codec import pack_stored
 from engine.errors import InvalidBody, LiveroomError, NotFound
+from engine.events import EventType
 from engine.ids import RoomId, is_valid_id
 from engine.rooms import MAX_PRICE_CENTS, TIERS
 from engine.settings import Settings
 from engine.timers import Timers
+
+
+class SaleStatus(StrEnum):
+    SCHEDULED = "scheduled"
+    OPEN = "open"
+    ENDED = "ended"
+
 
 MAX_ITEM_CHARS = 200
 """A sale's `item` is 1..200 characters..."""
@@ -93,9 +102,31 @@ class Order:
 
 
 class SaleRefused(LiveroomError):
-    """A purchase attempt was refused (``code`` says why: sold_out, limit_reached, not_open)."""
+    """A purchase attempt was refused; the subclass says why."""
 
     status = 409
+
+
+class NotOpen(SaleRefused):
+    """The sale is not open (not yet, no more, or no such sale in this room)."""
+
+    code = "not_open"
+
+
+class SoldOut(SaleRefused):
+    """Nothing is left."""
+
+    code = "sold_out"
+
+
+class LimitReached(SaleRefused):
+    """This buyer bought all the sale allows one buyer."""
+
+    code = "limit_reached"
+
+
+REFUSALS: dict[str, type[SaleRefused]] = {c.code: c for c in (NotOpen, SoldOut, LimitReached)}
+"""`buy.lua`'s refusal codes, as exceptions."""
 
 
 def public_sale(h: dict[bytes, bytes]) -> dict[str, Any]:
@@ -123,7 +154,7 @@ def public_sale(h: dict[bytes, bytes]) -> dict[str, Any]:
 def started_event(sale: dict[str, Any]) -> dict[str, Any]:
     """`sale.started`: `sale` is the id, as in every sale event; the offer rides along."""
     return {
-        "type": "sale.started",
+        "type": EventType.SALE_STARTED,
         "sale": sale["id"],
         "item": sale["item"],
         "title": sale["title"],
@@ -168,7 +199,7 @@ class SaleLedger:
             "per_user_limit": new.per_user_limit,
             "starts_at_ms": starts,
             "ends_at_ms": ends,
-            "status": "scheduled",
+            "status": SaleStatus.SCHEDULED,
         }
         # The record and both its timers in one transaction: a crash after it leaves a sale
         # that opens and ends by itself. A sale that starts now is also opened at once below;
@@ -195,7 +226,7 @@ class SaleLedger:
         """The room's open sale (the most recent if several), for the `welcome` snapshot."""
         open_ids = await self.redis.hkeys(keys.stock(room))
         sales = [await self.get(room, sid.decode()) for sid in open_ids[-4:]]
-        sales = [s for s in sales if s["status"] == "open"]
+        sales = [s for s in sales if s["status"] == SaleStatus.OPEN]
         return max(sales, key=lambda s: s["starts_at"]) if sales else None
 
     async def open(self, room: RoomId, sale_id: str) -> bool:
@@ -292,4 +323,7 @@ def answer_to_order(raw: bytes | str) -> Order:
         return Order(
             o["id"], o["sale"], int(o["qty"]), int(o["unit_price_cents"]), int(o["total_cents"])
         )
-    raise SaleRefused(d.get("message", d["error"]), code=d["error"])
+    refusal = REFUSALS.get(d["error"])
+    if refusal is None:  # an answer buy.lua does not give today: keep its code
+        raise SaleRefused(d.get("message", d["error"]), code=d["error"])
+    raise refusal(d.get("message", d["error"]))

@@ -55,6 +55,7 @@ from engine.errors import (
     RateLimited,
     TooLong,
 )
+from engine.events import EventType
 from engine.ids import Cursor, EventId, stream_id_key
 from engine.lottery import Rule, eligible, keyword_matches
 from engine.ratelimit import TokenBucket, WindowCounter
@@ -290,7 +291,7 @@ class ViewerSession:
 
     def danmaku_event(self, text: str, now: float) -> Event:
         return {
-            "type": "danmaku",
+            "type": EventType.DANMAKU,
             "user": {"id": self.identity.user, "name": self.identity.name},
             "text": text,
             "ts": now,
@@ -383,7 +384,7 @@ class ViewerSession:
 
 
 def error_event(exc: LiveroomError, ref: str | None) -> Event:
-    err: dict[str, Any] = {"type": "error", "code": exc.code, "message": exc.message}
+    err: dict[str, Any] = {"type": EventType.ERROR, "code": exc.code, "message": exc.message}
     if ref is not None:
         err["ref"] = ref
     return err

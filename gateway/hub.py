@@ -21,6 +21,7 @@ from websockets.protocol import State
 from engine.batch import RoomBatch
 from engine.codec import Event, Subprotocol, encode
 from engine.counters import RoomCounters
+from engine.events import EventType
 from engine.ids import RoomId
 from engine.lottery import LotteryBook, Rule
 from engine.session import SHARE, Close, Own, UserLimits, ViewerSession
@@ -209,9 +210,9 @@ class RoomHub:
             room.batch.add_history(events)
             for ev in events:  # lotteries open and close through history: no polling
                 kind = ev.get("type")
-                if kind == "lottery.started":
+                if kind == EventType.LOTTERY_STARTED:
                     room.lotteries[ev["lottery"]] = (Rule.parse(ev["rule"]), ev["ends_at"])
-                elif kind == "lottery.drawn":
+                elif kind == EventType.LOTTERY_DRAWN:
                     room.lotteries.pop(ev["lottery"], None)
 
     def count_danmaku(self, room_id: RoomId) -> None:
@@ -362,7 +363,7 @@ class RoomHub:
                 continue
             if room.likes != t.likes:
                 room.likes = t.likes
-                room.batch.set_state("likes", {"type": "likes", "total": t.likes})
+                room.batch.set_state("likes", {"type": EventType.LIKES, "total": t.likes})
             if t.stock and now - room.stock_sent_at >= self.settings.stock_interval_ms / 1000:
                 # Every viewer gets each `sale.stock` frame: at most once a second per room
                 # (a tick each would be 20 writes/s per viewer while stock moves).
@@ -370,13 +371,13 @@ class RoomHub:
                 for sale_id, left in t.stock.items():
                     room.batch.set_state(
                         f"sale.stock:{sale_id}",
-                        {"type": "sale.stock", "sale": sale_id, "left": left},
+                        {"type": EventType.SALE_STOCK, "sale": sale_id, "left": left},
                     )
             if t.online is not None:
                 room.reported_online = online[rid] if online else -1
                 if room.online != t.online:
                     room.online = t.online
-                    room.batch.set_state("online", {"type": "online", "count": t.online})
+                    room.batch.set_state("online", {"type": EventType.ONLINE, "count": t.online})
         # Rooms whose last local viewer left, and whose 0 has now been reported, go.
         if online is not None:
             for rid, count in online.items():

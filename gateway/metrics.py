@@ -5,18 +5,25 @@ Values are read by callbacks at scrape time, so the hot path pays nothing for th
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from prometheus_client import REGISTRY
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-if TYPE_CHECKING:
-    from gateway.wsserver import Gateway
+from engine.bus import RoomReader
+from gateway.hub import RoomHub
+
+
+class Watched(Protocol):
+    """What the collector reads of a gateway (its hub and its reader), at scrape time."""
+
+    hub: RoomHub
+    reader: RoomReader
 
 
 class _GatewayCollector:
     def __init__(self) -> None:
-        self.gateways: list[Gateway] = []
+        self.gateways: list[Watched] = []
 
     def collect(self):  # type: ignore[no-untyped-def]
         conns = GaugeMetricFamily("liveroom_gateway_connections", "open viewer connections")
@@ -38,5 +45,5 @@ _collector = _GatewayCollector()
 REGISTRY.register(_collector)
 
 
-def watch(gateway: Gateway) -> None:
+def watch(gateway: Watched) -> None:
     _collector.gateways.append(gateway)

@@ -34,11 +34,13 @@ from engine.counters import RoomCounters
 from engine.errors import (
     BadRequest,
     Forbidden,
+    Internal,
     LiveroomError,
     NotFound,
     RateLimited,
     Unavailable,
 )
+from engine.events import EventType
 from engine.ids import Cursor, RoomId, is_valid_id
 from engine.lottery import (
     Entry,
@@ -48,7 +50,7 @@ from engine.lottery import (
 )
 from engine.origins import origin_allowed, parse_allowed
 from engine.rooms import Room
-from engine.sales import MAX_QTY
+from engine.sales import MAX_QTY, NotOpen
 from engine.services import Services
 from engine.session import CLOSE_ACCESS_ENDED, Close, ReplayPlan, ViewerSession
 from engine.tasks import TaskSet, cancel_and_wait
@@ -445,7 +447,7 @@ class Gateway:
         for rec in open_lotteries:  # (history keeps this current from now on)
             local.lotteries.setdefault(rec["id"], (Rule.parse(rec["rule"]), rec["ends_at"]))
         return {
-            "type": "welcome",
+            "type": EventType.WELCOME,
             "user": conn.identity.public(),
             "room": {
                 "id": room.id,
@@ -553,7 +555,7 @@ class Gateway:
             raise Unavailable("state is unreachable for a moment; resend (same ref)") from None
         except Exception:
             log.exception("%s failed", type(op).__name__)
-            raise LiveroomError("internal error; resend (same ref)", code="internal") from None
+            raise Internal("internal error; resend (same ref)") from None
 
     async def _dispatch(self, conn: Conn, op: ops.Op, now: float) -> dict | None:
         if isinstance(op, ops.Like):
@@ -568,7 +570,7 @@ class Gateway:
         if isinstance(op, ops.Danmaku):
             return await self._danmaku(conn, op, now)
         if isinstance(op, ops.Ping):
-            return {"type": "ack", "ref": op.ref, "ts": now}
+            return {"type": EventType.ACK, "ref": op.ref, "ts": now}
         if isinstance(op, ops.Buy | ops.Enter):
             conn.session.check_entitled()
         if isinstance(op, ops.Buy):
@@ -581,14 +583,14 @@ class Gateway:
         if not op.ref:
             raise BadRequest("`buy` needs a `ref` (it makes resending safe)")
         if not is_valid_id(op.sale):
-            raise LiveroomError(f"no sale {op.sale[:64]!r} in this room", code="not_open")
+            raise NotOpen(f"no sale {op.sale[:64]!r} in this room")
         if not 1 <= op.qty <= MAX_QTY:
             raise BadRequest(f"`qty` must be 1..{MAX_QTY}")
         keys_, args = self.sales.buy_call(
             conn.room, op.sale, conn.identity.user, op.ref, op.qty, conn.session.tier, now
         )
         order = await self.buys.buy(keys_, args)
-        return {"type": "ack", "ref": op.ref, "order": order.to_dict()}
+        return {"type": EventType.ACK, "ref": op.ref, "order": order.to_dict()}
 
     async def _rule(self, conn: Conn, lottery: str) -> Rule:
         local = self.hub.rooms.get(conn.room)
@@ -610,7 +612,7 @@ class Gateway:
             raise NotEligible(reason)
         entry = await self.lotteries.enter(conn.room, op.lottery, conn.identity.user, now)
         conn.session.entered(op.lottery)
-        reply = {"type": "ack", "ref": op.ref, "lottery": op.lottery}
+        reply = {"type": EventType.ACK, "ref": op.ref, "lottery": op.lottery}
         if entry is Entry.WAITING_LIKE:
             reply["pending"] = "like"  # a like in this room completes the entry
         return reply
@@ -639,7 +641,7 @@ class Gateway:
             if local is not None and local.lotteries:  # keyword lotteries, from history
                 for lottery in session.keyword_entries(text, local.lotteries, now):
                     self.tasks.spawn(self._auto_enter(conn.room, lottery, conn.identity.user, now))
-        return {"type": "ack", "ref": op.ref, "id": event_id}
+        return {"type": EventType.ACK, "ref": op.ref, "id": event_id}
 
     async def _room_words(self, conn: Conn) -> WordFilter:
         """The room's own blocked words, read from Redis once per local room and again only

@@ -38,7 +38,7 @@ Redis or a port it did not start.
 The chatters and buyers wait for their reply by ``ref`` on what the client's reader took
 (``ChaosClient.ask``) instead of ``LiveroomClient.request``: a ``request`` that timed out
 leaves its waiter behind, and the reply to the next resend of that ref then goes to the stale
-waiter (a strict xfail in tests/gateway/test_gateway_kill.py). Needs the dev extras (httpx).
+waiter (fixed; tests/gateway/test_gateway_kill.py covers it). Needs the dev extras (httpx).
 """
 
 from __future__ import annotations

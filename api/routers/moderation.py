@@ -20,6 +20,7 @@ from api.schemas import (
     WordsOut,
 )
 from engine.errors import InvalidBody
+from engine.events import EventType
 
 # Listed under "rooms" in the document, as they always were.
 router = APIRouter(tags=["rooms"])
@@ -32,7 +33,7 @@ async def post_notice(room: str, body: NoticeIn, who: Caller, api: Api) -> dict[
     text = body.text.strip()
     if not text:
         raise InvalidBody("`text` must not be blank")
-    event = {"type": "notice", "text": text, "ts": time.time()}
+    event = {"type": EventType.NOTICE, "text": text, "ts": time.time()}
     return {"id": await api.services.bus.publish(record.id, event), "text": text}
 
 

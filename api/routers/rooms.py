@@ -11,6 +11,7 @@ from api.deps import Api, ApiState, Caller
 from api.schemas import RoomIn, RoomListOut, RoomOut, StatsOut
 from engine import keys
 from engine.errors import Forbidden
+from engine.events import EventType
 from engine.rooms import MAX_LIST_OFFSET, MAX_LIST_PAGE, NewRoom, RoomStatus
 from engine.tokens import Identity, Role
 from media.counts import media_viewers
@@ -54,13 +55,13 @@ async def get_room(room: str, who: Caller, api: Api) -> dict[str, Any]:
 @router.post("/api/rooms/{room}/live", response_model=RoomOut)
 async def go_live(room: str, who: Caller, api: Api) -> dict[str, Any]:
     """Go live: emits `room.live`."""
-    return await _transition(api, room, who, RoomStatus.LIVE, "room.live")
+    return await _transition(api, room, who, RoomStatus.LIVE, EventType.ROOM_LIVE)
 
 
 @router.post("/api/rooms/{room}/end", response_model=RoomOut)
 async def end(room: str, who: Caller, api: Api) -> dict[str, Any]:
     """End the show: emits `room.ended`."""
-    return await _transition(api, room, who, RoomStatus.ENDED, "room.ended")
+    return await _transition(api, room, who, RoomStatus.ENDED, EventType.ROOM_ENDED)
 
 
 async def _transition(
