@@ -36,7 +36,7 @@ VISIBLE = r"[^\s\x1c-\x1f]"
 Tier = Literal.__getitem__(TIERS)
 AccessMode = Literal.__getitem__(ACCESS_MODES)
 RoomState = Literal.__getitem__(tuple(s.value for s in RoomStatus))
-SaleState = Literal["scheduled", "open", "ended"]  # engine.sales.public_sale's statuses
+SaleState = Literal.__getitem__(tuple(s.value for s in sales.SaleStatus))
 LotteryState = Literal.__getitem__(tuple(s.value for s in LotteryStatus))
 
 Cents = Annotated[int, Field(ge=0, le=MAX_PRICE_CENTS)]
