@@ -96,19 +96,6 @@ class RoomIn(StrictIn):
     media: Annotated[MediaPatternIn | MediaFileIn, Field(discriminator="source")] | None = None
 
 
-class RoomOut(BaseModel):
-    id: str
-    title: str
-    status: RoomState
-    access: dict[str, Any]
-    owner: str
-    created_at: float
-    media: dict[str, Any] | None = None
-    online: int = 0
-    likes: int = 0
-    media_viewers: int = 0
-
-
 class RoomListItem(BaseModel):
     id: str
     title: str
@@ -117,6 +104,14 @@ class RoomListItem(BaseModel):
     owner: str
     created_at: float
     media: dict[str, Any] | None = None
+
+
+class RoomOut(RoomListItem):
+    """A room with its live counters."""
+
+    online: int = 0
+    likes: int = 0
+    media_viewers: int = 0
 
 
 class RoomListOut(BaseModel):

@@ -137,6 +137,8 @@ class ViewerSession:
         "muted_until",
         "preview_ends_at",
         "phase",
+        "shares",
+        "closing",
         "pending",
         "skip_until",
         "limits",
@@ -166,6 +168,11 @@ class ViewerSession:
         self.muted_until = decision.muted_until
         self.preview_ends_at = decision.preview_ends_at
         self.phase = Phase.JOINING
+        self.shares = False
+        """True while this connection simply takes its room's shared frame (LIVE, nothing
+        covered by its replay): a plain attribute, read per connection per tick."""
+        self.closing = False
+        """True from the moment a close was decided (a plain attribute, read per write)."""
         self.pending: list[Event] = []
         self.skip_until: tuple[int, int] | None = None
         self.limits = limits or UserLimits.new(settings, now)
@@ -179,6 +186,10 @@ class ViewerSession:
         self._liked: set[str] = set()
 
     # -- joining -------------------------------------------------------------------------
+
+    @property
+    def send_buffer_limit(self) -> int:
+        return self._settings.send_buffer_limit
 
     @property
     def joining(self) -> bool:
@@ -206,6 +217,7 @@ class ViewerSession:
         self.skip_until = stream_id_key(fresh[-1]["id"]) if fresh else after
         if self.phase is Phase.REPLAYING:
             self.phase = Phase.LIVE
+        self.shares = self.phase is Phase.LIVE and self.skip_until is None
         return fresh + state
 
     # -- the tick ------------------------------------------------------------------------
@@ -225,10 +237,12 @@ class ViewerSession:
             return SHARE
         if stream_id_key(history[0]["id"]) > skip:
             self.skip_until = None
+            self.shares = True
             return SHARE
         # Replay already covered part of this batch: this one gets the rest.
         if stream_id_key(history[-1]["id"]) >= skip:
             self.skip_until = None
+            self.shares = True
         return Own([e for e in history if stream_id_key(e["id"]) > skip] + state)
 
     def on_unsent(self, unsent_bytes: int) -> Close | None:
@@ -376,11 +390,9 @@ class ViewerSession:
 
     def close(self, code: int, reason: str) -> Close:
         self.phase = Phase.CLOSING
+        self.shares = False
+        self.closing = True
         return Close(code, reason[:120])
-
-    @property
-    def closing(self) -> bool:
-        return self.phase is Phase.CLOSING
 
 
 def error_event(exc: LiveroomError, ref: str | None) -> Event:

@@ -59,7 +59,7 @@ class Conn:
     (``engine.session.ViewerSession``). The hub and the gateway only carry out what the
     session answers."""
 
-    __slots__ = ("ws", "transport", "sp", "session", "deadline_timer", "tasks")
+    __slots__ = ("ws", "transport", "sp", "session", "deadline_timer", "tasks", "limit")
 
     def __init__(
         self, ws: ServerConnection, session: ViewerSession, sp: Subprotocol, tasks: TaskSet
@@ -70,6 +70,7 @@ class Conn:
         self.session = session
         self.deadline_timer: asyncio.TimerHandle | None = None
         self.tasks = tasks
+        self.limit = session.send_buffer_limit
 
     @property
     def identity(self) -> Identity:
@@ -84,9 +85,11 @@ class Conn:
         if self.session.closing or self.ws.protocol.state is not State.OPEN:
             return
         self.transport.write(data)
-        close = self.session.on_unsent(self.transport.get_write_buffer_size())
-        if close is not None:
-            self.apply(close)
+        unsent = self.transport.get_write_buffer_size()
+        if unsent > self.limit:  # (the common case asks the session nothing)
+            close = self.session.on_unsent(unsent)
+            if close is not None:
+                self.apply(close)
 
     def send(self, events: list[Event]) -> None:
         """Send events to this connection only (replies, catch-up)."""
@@ -258,7 +261,7 @@ class RoomHub:
         def send(targets: list[Conn]) -> None:
             for conn in targets:
                 session = conn.session
-                if session.skip_until is not None or session.joining or session.closing:
+                if not session.shares:
                     action = session.on_batch(history, state)  # the session decides
                     if isinstance(action, Own):
                         conn.send(action.events)

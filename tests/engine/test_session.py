@@ -103,7 +103,7 @@ def test_after_the_hand_off_a_batch_overlapping_the_replay_gets_its_own_copy() -
     action = s.on_batch([ev(11), ev(12)], [{"type": "likes", "total": 2}])
     assert isinstance(action, Own)
     assert [e.get("id") for e in action.events] == ["12-0", None]
-    assert s.on_batch([ev(13)], []) is SHARE  # from now on: the room's shared frame
+    assert s.shares and s.on_batch([ev(13)], []) is SHARE  # from now on: the shared frame
 
 
 def test_a_batch_entirely_after_the_hand_off_is_shared_at_once() -> None:
@@ -119,7 +119,8 @@ def test_too_many_events_while_joining_close_4408() -> None:
         assert s.on_batch([ev(i + 1)], []) is BUFFERED
     close = s.on_batch([ev(6)], [])
     assert close == Close(CLOSE_SLOW_CONSUMER, "too far behind while joining")
-    assert s.closing and s.on_batch([ev(7)], []) is BUFFERED  # nothing more once closing
+    assert s.closing and not s.shares
+    assert s.on_batch([ev(7)], []) is BUFFERED  # nothing more once closing
 
 
 # -- slow consumer, limits, bad input ------------------------------------------------------
