@@ -142,8 +142,8 @@ class Settings:
     allowed_origins: str = ""
     """Comma-separated `Origin`s browsers may connect from (403 otherwise). Empty: any origin
     in dev mode; outside it, only pages of the host the client connected to."""
-    max_body_bytes: int = 64 * 1024
-    """Largest HTTP request body the API (and WHEP/WHIP) reads (413 beyond)."""
+    max_body_bytes: int = 1024 * 1024
+    """Largest HTTP request body the API reads (413 beyond): above any body its schemas allow."""
     handshake_timeout_s: float = 5.0
     """A WebSocket opening handshake (request, auth, upgrade) must finish within this."""
     msg_rate: float = 100.0

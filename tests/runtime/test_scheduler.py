@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
+from pathlib import Path
 
+import pytest
 from redis.asyncio import Redis
 
 from engine import keys
@@ -13,6 +16,7 @@ from engine.sales import NewSale, SaleLedger
 from engine.services import Services
 from engine.settings import Settings
 from engine.timers import Timer
+from runtime.redis_server import RedisServer
 from runtime.scheduler import Scheduler
 from tests.support import unique
 
@@ -26,10 +30,21 @@ SALE = {
 }
 
 
-async def test_a_sale_whose_opening_was_lost_in_a_crash_still_opens(redis: Redis) -> None:
+@pytest.fixture
+async def own_redis(tmp_path: Path) -> AsyncIterator[Redis]:
+    """A Redis no other process's scheduler reads: the test decides when timers run."""
+    server = RedisServer(tmp_path / "redis", appendonly=False).start()
+    client = Redis.from_url(server.url)
+    yield client
+    await client.aclose()
+    server.stop()
+
+
+async def test_a_sale_whose_opening_was_lost_in_a_crash_still_opens(own_redis: Redis) -> None:
     """`create` writes the record and both timers in one transaction, then opens a sale that
     starts now. A process that dies between the two leaves a scheduled sale: the `sale.open`
     timer (written with the record) opens it."""
+    redis = own_redis
     settings = Settings()
     room = RoomId(unique())
     sales = SaleLedger(redis, settings)
