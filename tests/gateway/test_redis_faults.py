@@ -36,6 +36,9 @@ from tests.support import ADMIN, Api, Proc, token, unique
 OP_BOUND_S = 8.0
 """Longest wait for any answer while Redis is away: shorter than the 10 s stall, so every
 answer counted below arrived during the outage itself."""
+KILL_BOUND_S = 20.0
+"""Longest wait for an answer after Redis is SIGKILLed under load: this test is about what
+survives, not how fast refusals come (a loaded 2-core CI box once took over 8 s for one buy)."""
 
 RECOVERY_S = 30.0
 """Generous bound on "eventually" after Redis is back."""
@@ -340,7 +343,7 @@ async def test_sigkill_of_redis_under_load_loses_nothing_acknowledged(
         for k in range(10_000):
             ref = f"talk{i}-{k}"
             danmaku.sent.append(ref)
-            reply = await answer(c, {"op": "danmaku", "text": ref, "ref": ref})
+            reply = await answer(c, {"op": "danmaku", "text": ref, "ref": ref}, timeout=KILL_BOUND_S)
             if reply["type"] != "ack":
                 assert reply["code"] == "unavailable" and killed.is_set(), reply
                 return
@@ -351,7 +354,7 @@ async def test_sigkill_of_redis_under_load_loses_nothing_acknowledged(
         for k in range(10_000):
             ref = f"buyer{i}-{k}"
             orders.sent.append(ref)
-            reply = await answer(c, {"op": "buy", "sale": sale, "qty": 1, "ref": ref})
+            reply = await answer(c, {"op": "buy", "sale": sale, "qty": 1, "ref": ref}, timeout=KILL_BOUND_S)
             if reply["type"] != "ack":
                 assert reply["code"] == "unavailable" and killed.is_set(), reply
                 return
@@ -377,7 +380,7 @@ async def test_sigkill_of_redis_under_load_loses_nothing_acknowledged(
         for i, c in enumerate(entrants):
             user = f"fan{i:03d}"
             entries.sent.append(user)
-            reply = await answer(c, {"op": "enter", "lottery": lottery, "ref": f"enter-{i}"})
+            reply = await answer(c, {"op": "enter", "lottery": lottery, "ref": f"enter-{i}"}, timeout=KILL_BOUND_S)
             if reply["type"] != "ack":
                 assert reply["code"] == "unavailable" and killed.is_set(), reply
                 return
