@@ -343,7 +343,9 @@ async def test_sigkill_of_redis_under_load_loses_nothing_acknowledged(
         for k in range(10_000):
             ref = f"talk{i}-{k}"
             danmaku.sent.append(ref)
-            reply = await answer(c, {"op": "danmaku", "text": ref, "ref": ref}, timeout=KILL_BOUND_S)
+            reply = await answer(
+                c, {"op": "danmaku", "text": ref, "ref": ref}, timeout=KILL_BOUND_S
+            )
             if reply["type"] != "ack":
                 assert reply["code"] == "unavailable" and killed.is_set(), reply
                 return
@@ -354,7 +356,9 @@ async def test_sigkill_of_redis_under_load_loses_nothing_acknowledged(
         for k in range(10_000):
             ref = f"buyer{i}-{k}"
             orders.sent.append(ref)
-            reply = await answer(c, {"op": "buy", "sale": sale, "qty": 1, "ref": ref}, timeout=KILL_BOUND_S)
+            reply = await answer(
+                c, {"op": "buy", "sale": sale, "qty": 1, "ref": ref}, timeout=KILL_BOUND_S
+            )
             if reply["type"] != "ack":
                 assert reply["code"] == "unavailable" and killed.is_set(), reply
                 return
@@ -380,7 +384,9 @@ async def test_sigkill_of_redis_under_load_loses_nothing_acknowledged(
         for i, c in enumerate(entrants):
             user = f"fan{i:03d}"
             entries.sent.append(user)
-            reply = await answer(c, {"op": "enter", "lottery": lottery, "ref": f"enter-{i}"}, timeout=KILL_BOUND_S)
+            reply = await answer(
+                c, {"op": "enter", "lottery": lottery, "ref": f"enter-{i}"}, timeout=KILL_BOUND_S
+            )
             if reply["type"] != "ack":
                 assert reply["code"] == "unavailable" and killed.is_set(), reply
                 return
