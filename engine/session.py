@@ -37,7 +37,7 @@ Rules:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -346,8 +346,7 @@ class ViewerSession:
         self._entered.add(lottery)
 
     def _eligible(self, rule: Rule) -> bool:
-        is_host = self.access is AccessKind.HOST
-        return eligible(rule, access=self.access, tier=self.tier, is_host=is_host) is None
+        return self.check_eligible(rule) is None
 
     def check_eligible(self, rule: Rule) -> str | None:
         """Why this viewer may not enter a lottery with ``rule`` (None: it may)."""
@@ -400,7 +399,3 @@ def error_event(exc: LiveroomError, ref: str | None) -> Event:
     if ref is not None:
         err["ref"] = ref
     return err
-
-
-def users_of(sessions: Iterable[ViewerSession]) -> set[str]:
-    return {s.identity.user for s in sessions}
