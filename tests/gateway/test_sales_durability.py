@@ -8,6 +8,7 @@ from pathlib import Path
 
 from websockets.exceptions import ConnectionClosed
 
+from engine.settings import Settings
 from runtime.redis_server import RedisServer
 from sdk.client import ClientError, ConnectionClosedByServer, LiveroomClient
 from tests.gateway.test_sales import create_sale, get_orders, get_sale
@@ -88,6 +89,10 @@ async def test_gateway_sigkill_mid_sale_every_order_is_known_to_its_buyer(api: A
                 sent[user].append(ref)
                 ack = await c.request({"op": "buy", "sale": sale, "qty": 1, "ref": ref}, timeout=3)
                 acked[(user, ref)] = ack["order"]["id"]
+                # A player's pace, not a bot's: the resend below goes out at once, and a
+                # fast machine would otherwise send past the connection's message burst
+                # (those messages are dropped undecoded, and their requests time out).
+                await asyncio.sleep(0.02)
         await c.drop()
 
     shoppers = [asyncio.ensure_future(shop(u)) for u in buyers]
@@ -99,6 +104,7 @@ async def test_gateway_sigkill_mid_sale_every_order_is_known_to_its_buyer(api: A
     # Every buyer resends every ref it ever sent, through the surviving gateway.
     learned: dict[tuple[str, str], str] = {}
     for user in buyers:
+        assert len(sent[user]) < Settings().msg_burst  # the resend fits one burst
         async with LiveroomClient(g2.ws_url, room, token(user)) as c:
             answers = await asyncio.gather(
                 *(c.request({"op": "buy", "sale": sale, "qty": 1, "ref": r}) for r in sent[user]),
