@@ -225,6 +225,13 @@ class MuteIn(StrictIn):
     seconds: int = Field(..., ge=0, le=MAX_MUTE_S, description="0 lifts the mute")
 
 
+class MyAccessOut(BaseModel):
+    room: str
+    access: str = Field(..., description="free | ticket | member | host | preview")
+    preview_ends_at: float | None = None
+    tier: str | None = Field(None, description="the caller's active membership tier")
+
+
 class MuteOut(BaseModel):
     room: str
     user: str

@@ -460,6 +460,7 @@ class Gateway:
             },
             "access": join.decision.kind,
             "preview_ends_at": join.decision.preview_ends_at,
+            "tier": join.decision.tier,
             "epoch": room.epoch,
             "last_id": head.last_id,
             "recovered": plan.recovered,

@@ -82,6 +82,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         settings = settings.with_(redis_url=redis_child.url)
 
     async def ready() -> None:
+        from engine.access import EntitlementCheck, Membership
         from engine.store import connect
 
         redis = connect(settings.redis_url)
@@ -95,8 +96,11 @@ def cmd_up(args: argparse.Namespace) -> int:
         room = await store.get(DEMO_ROOM)
         if room.status is not RoomStatus.LIVE:
             await store.set_status(DEMO_ROOM, RoomStatus.LIVE)
+        # A VIP member, so the demo shows tier prices in flash sales.
+        await EntitlementCheck(redis).set_membership("vip1", Membership("vip", None))
         await redis.aclose()
         viewer = issue(settings.secret, "viewer1", "viewer", ttl_s=86400, name="Viewer 1")
+        vip = issue(settings.secret, "vip1", "viewer", ttl_s=86400, name="VIP 1")
         host = issue(settings.secret, "host", "host", ttl_s=86400, name="Host", rooms=["demo"])
         http = f"http://{settings.host}:{settings.http_port}"
         ws = f"ws://{settings.host}:{settings.ws_port}"
@@ -105,6 +109,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             + (" (dev mode: default token secret)" if settings.dev else "")
             + f"\n  redis          {settings.redis_url}"
             + f"\n  web player     {http}/rooms/demo?token={viewer}"
+            + f"\n  as a VIP       {http}/rooms/demo?token={vip}"
             + f"\n  host console   {http}/host/demo?token={host}"
             + f"\n  websocket      {ws}/ws/rooms/demo?token={viewer}"
             + f"\n  http api       {http}/api/rooms/demo   (docs: {http}/docs)"

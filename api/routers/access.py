@@ -9,12 +9,27 @@ from typing import Any
 from fastapi import APIRouter
 
 from api.deps import Api, Caller, admin_only, valid_user
-from api.schemas import MembershipIn, MembershipOut, TicketIn, TicketOut, UserPath
+from api.schemas import MembershipIn, MembershipOut, MyAccessOut, TicketIn, TicketOut, UserPath
 from engine.access import Membership
 from engine.errors import Forbidden, NotFound
 from engine.tokens import Role
 
 router = APIRouter(tags=["access"])
+
+
+@router.get("/api/rooms/{room}/access", response_model=MyAccessOut)
+async def my_access(room: str, who: Caller, api: Api) -> dict[str, Any]:
+    """The caller's own access to the room, decided as a join would be: 403 with the
+    reason (banned, preview over, paid room) where a join would be refused. A page asks
+    this to say in words why its WebSocket could not open (a browser never sees the 403)."""
+    record = await api.load(room)
+    decision = await api.services.access.check(record, who, now=time.time())
+    return {
+        "room": record.id,
+        "access": decision.kind.value,
+        "preview_ends_at": decision.preview_ends_at,
+        "tier": decision.tier,
+    }
 
 
 @router.put("/api/rooms/{room}/tickets/{user}", response_model=TicketOut)

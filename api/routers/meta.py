@@ -14,7 +14,7 @@ from api.deps import Api
 from api.errors import reply
 from api.schemas import ConfigOut
 from engine.codec import SUBPROTOCOLS
-from engine.errors import Unavailable
+from engine.errors import NotFound, Unavailable
 
 router = APIRouter(tags=["meta"])
 
@@ -61,6 +61,25 @@ async def player(room: str) -> HTMLResponse:
 @router.get("/host/{room}", response_class=HTMLResponse, include_in_schema=False)
 async def host_console(room: str) -> HTMLResponse:
     return HTMLResponse(_page("host.html"))
+
+
+@router.get("/verify/{room}/{lottery}", response_class=HTMLResponse, include_in_schema=False)
+async def verify_page(room: str, lottery: str) -> HTMLResponse:
+    """Checks a drawn lottery's proof in the browser (PROTOCOL.md §5)."""
+    return HTMLResponse(_page("verify.html"))
+
+
+_ASSETS = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
+
+
+@router.get("/static/{name}", include_in_schema=False)
+async def asset(name: str) -> Response:
+    """The pages' modules (``liveroom.js``, the browser client) and styles; nothing else."""
+    media_type = _ASSETS.get(name[name.rfind(".") :]) if "." in name else None
+    path = resources.files("web").joinpath("static", name)
+    if media_type is None or "/" in name or name.startswith(".") or not path.is_file():
+        raise NotFound(f"no asset {name!r}")
+    return Response(path.read_bytes(), media_type=media_type, headers={"Cache-Control": "no-cache"})
 
 
 def _page(name: str) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from tests.gateway.test_bad_input import BAD_TOKENS
@@ -80,3 +82,34 @@ async def test_access_endpoints_are_in_openapi_with_schemas(api: Api) -> None:
         assert "403" in op["responses"] and "401" in op["responses"]
     schemas = spec["components"]["schemas"]
     assert {"TicketIn", "TicketOut", "MembershipIn", "MembershipOut", "ErrorOut"} <= schemas.keys()
+
+
+async def test_a_caller_learns_its_own_access_as_a_join_would_decide_it(api: Api) -> None:
+    """`GET /api/rooms/{room}/access`: what a page asks when its WebSocket would not open."""
+    free, paid = unique("mine"), unique("mine")
+    await api.create_room(free)
+    await api.create_room(
+        paid, access={"mode": "paid", "price_cents": 100, "tiers": ["vip"], "preview_seconds": 1}
+    )
+    async with api.client() as admin:
+        await admin.put("/api/members/vipper", json={"tier": "vip", "expires_at": None})
+        await admin.post(f"/api/rooms/{paid}/bans", json={"user": "bad"})
+
+    async def mine(room: str, user: str, role: str = "viewer"):
+        async with api.client(token(user, role, rooms=[room])) as c:
+            return await c.get(f"/api/rooms/{room}/access")
+
+    r = await mine(free, "anyone")
+    assert r.status_code == 200 and r.json()["access"] == "free"
+    r = await mine(paid, "vipper")
+    assert r.json()["access"] == "member" and r.json()["tier"] == "vip"
+    assert (await mine(paid, "h", "host")).json()["access"] == "host"
+    r = await mine(paid, "newcomer")
+    assert r.json()["access"] == "preview" and r.json()["preview_ends_at"] is not None
+    await asyncio.sleep(1.2)
+    r = await mine(paid, "newcomer")  # the preview is over: the 403 a join would get
+    assert r.status_code == 403 and r.json()["error"] == "not_entitled"
+    r = await mine(paid, "bad")
+    assert r.status_code == 403 and r.json()["error"] == "banned"
+    async with api.client(None) as c:
+        assert (await c.get(f"/api/rooms/{free}/access")).status_code == 401

@@ -78,6 +78,7 @@ def start_up(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[subprocess
 async def assert_demo_welcomes_a_plain_client(text: str, env: dict[str, str]) -> None:
     ws_url = re.search(r"websocket\s+(ws://\S+)", text).group(1)  # type: ignore[union-attr]
     assert "/rooms/demo?token=" in text and "/host/demo?token=" in text
+    assert "as a VIP" in text  # a member's link: tier prices show in the demo's sales
     # a token from `liveroom token`, in dev mode (same default secret as `up`)
     tok = subprocess.run(
         [*LIVEROOM, "token", "--user", "someone"],
