@@ -47,6 +47,15 @@ class MediaSettings:
     """One encoder per room and codec, shared by every viewer. False encodes per viewer: only
     for the benchmark's comparison, never in production."""
 
+    # -- sound (Opus, 48 kHz, 20 ms packets)
+    audio_bitrate: int = 64_000
+    """Target bits per second of a room's Opus encoder (pattern tone; WHIP audio is passed
+    through as the host sent it)."""
+    tone_hz: int = 440
+    """The pattern's tone; a 1 kHz click marks each second, aligned with the frame counter."""
+    audio_queue_frames: int = 50
+    """Audio packets (20 ms each) a viewer may fall behind before it skips to the live edge."""
+
     # -- fan-out
     viewer_queue_frames: int = 30
     """Frames a viewer may fall behind the room before it skips to the next keyframe."""
@@ -80,6 +89,10 @@ class MediaSettings:
             raise LiveroomError("media fps must be 1-60")
         if self.width % 2 or self.height % 2 or not (16 <= self.width <= 3840):
             raise LiveroomError("media width and height must be even, 16-3840")
+        if not 6_000 <= self.audio_bitrate <= 510_000:
+            raise LiveroomError("media audio bitrate must be 6000-510000 (Opus)")
+        if not 20 <= self.tone_hz <= 20_000 or self.audio_queue_frames < 2:
+            raise LiveroomError("media tone must be 20-20000 Hz, the audio queue >= 2 packets")
         if not 0.2 <= self.keyframe_interval_s <= 10:
             raise LiveroomError("media keyframe interval must be 0.2-10 s")
         if self.viewer_queue_frames < 2:

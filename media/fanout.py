@@ -201,3 +201,10 @@ class ViewerTrack(MediaStreamTrack):
             super().stop()
             self.feed.viewers.discard(self)
             self.feed.wake()
+
+
+class AudioViewerTrack(ViewerTrack):
+    """The room's sound for one viewer: the same shared feed, read the same way (every Opus
+    packet stands alone, so a lagging listener resumes at the live edge at once)."""
+
+    kind = "audio"

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 from engine.ids import RoomId
 from engine.settings import MediaSettings
+from media.audio import RATE, OpusEncoder, RtpClock, ToneSource
 from media.encoder import TIME_BASE, Packetizer, VideoEncoder
 from media.fanout import EncodedFrame, Feed
 from media.sources import IngestSource, Source, SourceItem, open_builtin
@@ -44,6 +45,8 @@ class RoomCounters:
     frames_encoded: int = 0
     frames_dropped: int = 0
     encode_s: float = 0.0
+    audio_packets: int = 0
+    """Opus packets published to the room's sound feed (encoded here or passed through)."""
     sources: list[str] = field(default_factory=list)
 
 
@@ -64,6 +67,10 @@ class RoomMedia:
         self.packetizers: dict[FeedKey, Packetizer] = {}
         self.ingest: IngestSource | None = None
         self.ingest_owner: str | None = None
+        self.audio_feed: Feed | None = None
+        """The room's sound (Opus), one feed for every viewer whose offer has audio."""
+        self._opus: OpusEncoder | None = None
+        self._ingest_clock = RtpClock()
         self.counters = RoomCounters()
         self._builtin: Source | None = None
         self._work: Work = ()
@@ -90,7 +97,7 @@ class RoomMedia:
     def _builtin_source(self) -> Source | None:
         if self._builtin is None and self.builtin_spec is not None:
             s = self.settings
-            self._builtin = open_builtin(self.builtin_spec, s.width, s.height, s.fps)
+            self._builtin = open_builtin(self.builtin_spec, s.width, s.height, s.fps, s.tone_hz)
         return self._builtin
 
     @property
@@ -146,6 +153,23 @@ class RoomMedia:
         self._ensure_running()
         return feed
 
+    def audio(self) -> Feed:
+        """The feed of the room's sound, read by every viewer that takes audio. Whatever the
+        source, it is Opus: encoded here once (the pattern's tone) or passed through."""
+        if self.audio_feed is None:
+            self.audio_feed = Feed("OPUS", self.settings.audio_queue_frames)
+        return self.audio_feed
+
+    def publish_ingest_audio(self, owner: str, payload: bytes, rtp_timestamp: int) -> None:
+        """An Opus packet of a host's WHIP session (event loop): passed through untouched,
+        on the room clock, to the viewers' shared feed; ignored once that ingest is replaced."""
+        feed = self.audio_feed
+        if owner != self.ingest_owner or feed is None or not feed.viewers or not payload:
+            return
+        ts = self._ingest_clock.room_timestamp(rtp_timestamp, time.monotonic() - self._clock0)
+        feed.publish(EncodedFrame([payload], ts, True, len(payload)))
+        self.counters.audio_packets += 1
+
     def _raw_source(self) -> bool:
         """Whether the current source needs encoders (pattern, WHIP; not files)."""
         src = self.source
@@ -194,6 +218,7 @@ class RoomMedia:
         """A host's ingest becomes the room's source (replacing any other)."""
         old = self.ingest
         self.ingest, self.ingest_owner = source, owner
+        self._ingest_clock = RtpClock()  # a new publisher: its own timestamp origin
         source.start()
         if old is not None:
             old.close()
@@ -238,6 +263,9 @@ class RoomMedia:
         self._generation += 1
         self._stop = stop = threading.Event()
         self.counters.sources.append(src.name)
+        start_clocks = getattr(src, "start_clocks", None)
+        if start_clocks is not None:
+            start_clocks(time.monotonic())  # the pattern's frames and tone, on one clock
         self._producer = threading.Thread(
             target=self._produce,
             args=(src, stop, self._generation),
@@ -245,6 +273,15 @@ class RoomMedia:
             daemon=True,
         )
         self._producer.start()
+        if src.audio is not None:
+            if self._opus is None:
+                self._opus = OpusEncoder(self.settings.audio_bitrate)
+            threading.Thread(
+                target=self._produce_audio,
+                args=(src.audio, self._opus, stop, self._generation),
+                name=f"audio-{self.room}"[:15],
+                daemon=True,
+            ).start()
 
     def _stop_producer(self) -> None:
         # The thread notices at its next wait (at most one frame); it is not joined here, so
@@ -273,6 +310,35 @@ class RoomMedia:
                 loop.call_soon_threadsafe(self._source_ended, generation, src)
             except RuntimeError:
                 pass  # the loop is closed: the process is stopping
+
+    def _produce_audio(
+        self, src: ToneSource, opus: OpusEncoder, stop: threading.Event, generation: int
+    ) -> None:
+        """Producer thread of the room's own sound: 20 ms frames on the room clock, encoded
+        once (only while someone listens), handed to the loop like video frames."""
+        loop = self._loop
+        assert loop is not None
+        try:
+            while not stop.is_set():
+                item = src.next(stop)
+                if item is None:
+                    break
+                feed = self.audio_feed
+                if feed is None or not feed.viewers:
+                    continue
+                ts = round((item.at - self._clock0) * RATE)
+                frames = [EncodedFrame([p], ts, True, len(p)) for p in opus.encode(item.frame)]
+                if frames:
+                    loop.call_soon_threadsafe(self._publish_audio, generation, frames)
+        except Exception:
+            log.exception("the sound of room %s failed", self.room)
+
+    def _publish_audio(self, generation: int, frames: list[EncodedFrame]) -> None:
+        if generation != self._generation or self.closed or self.audio_feed is None:
+            return
+        for frame in frames:
+            self.audio_feed.publish(frame)
+            self.counters.audio_packets += 1
 
     def _pts(self, at: float) -> int:
         pts = max(round((at - self._clock0) * TIME_BASE.denominator), self._last_pts + 1)
@@ -341,10 +407,11 @@ class RoomMedia:
             self.ingest.close()
         if self._builtin is not None:
             self._builtin.close()
-        for feed in self.feeds.values():
+        for feed in (*self.feeds.values(), *([self.audio_feed] if self.audio_feed else [])):
             for track in list(feed.viewers):
                 track.stop()
         self.feeds.clear()
+        self.audio_feed = None
         self.encoders.clear()
         self.packetizers.clear()
         self._work = ()
@@ -363,6 +430,10 @@ class RoomMedia:
                     "skips": sum(t.cursor.skips for t in feed.viewers if t.cursor is not None),
                 }
                 for (codec, owner), feed in self.feeds.items()
+            },
+            "audio": {
+                "viewers": len(self.audio_feed.viewers) if self.audio_feed else 0,
+                "packets": self.counters.audio_packets,
             },
             "late_ticks": self.late_ticks,
             "frames_in": self.counters.frames_in,

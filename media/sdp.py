@@ -28,6 +28,13 @@ class Offer:
     video_codecs: tuple[str, ...]
     """Video codecs both sides speak (``H264``, ``VP8``), in the client's order."""
     has_audio: bool
+    audio_codecs: tuple[str, ...] = ()
+    """Audio codecs of the first audio m-line (``OPUS``, ``PCMU``, ...), in the client's order."""
+
+    @property
+    def wants_opus(self) -> bool:
+        """An audio m-line that can carry the room's sound (rooms speak Opus only)."""
+        return self.has_audio and "OPUS" in self.audio_codecs
 
 
 def read_offer(body: bytes, *, directions: Sequence[str]) -> Offer:
@@ -60,7 +67,9 @@ def read_offer(body: bytes, *, directions: Sequence[str]) -> Offer:
     except Exception:
         raise BadSdp("unreadable codec parameters in the offer") from None
     names = tuple(dict.fromkeys(c.name.upper() for c in common if c.name.lower() != "rtx"))
-    return Offer(text, names, any(x.kind == "audio" and x.port != 0 for x in desc.media))
+    audio = [x for x in desc.media if x.kind == "audio" and x.port != 0]
+    sounds = tuple(dict.fromkeys(c.name.upper() for c in audio[0].rtp.codecs)) if audio else ()
+    return Offer(text, names, bool(audio), sounds)
 
 
 def choose_codec(

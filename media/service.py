@@ -39,10 +39,10 @@ from engine.settings import MediaSettings
 from engine.tokens import Identity
 from media import metrics
 from media.errors import BadSdp, NotPublishing, UnsupportedCodec
-from media.fanout import ViewerTrack, attach_sender
+from media.fanout import AudioViewerTrack, ViewerTrack, attach_sender
 from media.http import mount_routes
 from media.room import RoomMedia
-from media.rtc import codec_preferences, fast_clock
+from media.rtc import codec_preferences, fast_clock, opus_only, tap_receiver
 from media.sdp import WHEP_DIRECTIONS, WHIP_DIRECTIONS, choose_codec, read_offer
 from media.sessions import MediaSession, SessionBook, SessionKind, new_session_id
 from media.sources import IngestSource
@@ -180,6 +180,12 @@ class MediaService:
             transceiver = pc.addTransceiver(track, direction="sendonly")
             transceiver.setCodecPreferences(codec_preferences(codec))
             attach_sender(transceiver.sender, feed)
+            if offer.wants_opus:  # the room's sound: the same shared packets for every viewer
+                audio = rm.audio()
+                s.audio_track = AudioViewerTrack(audio)
+                sound = pc.addTransceiver(s.audio_track, direction="sendonly")
+                sound.setCodecPreferences(opus_only())
+                attach_sender(sound.sender, audio)
             self._watch(s)
             try:
                 await pc.setRemoteDescription(RTCSessionDescription(offer.text, "offer"))
@@ -253,6 +259,8 @@ class MediaService:
             if cursor is not None:
                 self._retired["viewer_skips"] += cursor.skips
             s.track.stop()
+        if s.audio_track is not None:
+            s.audio_track.stop()
         if rm is not None:
             if s.kind is SessionKind.WHIP:
                 rm.clear_ingest(s.id)
@@ -277,6 +285,10 @@ class MediaService:
             raise NotPublishing("the room has ended")
         offer = read_offer(body, directions=WHIP_DIRECTIONS)
         choose_codec(offer.video_codecs, self.media.codec_list())
+        if offer.has_audio and not offer.wants_opus:
+            raise UnsupportedCodec(
+                f"a room's sound is Opus; the offer's audio is {', '.join(offer.audio_codecs)}"
+            )
         now = time.time()
         s = MediaSession(new_session_id(), SessionKind.WHIP, room.id, identity, "host", now)
         self.book.add(s)
@@ -284,14 +296,23 @@ class MediaService:
         try:
             s.pc = pc = RTCPeerConnection(self._rtc_config)
             self._watch(s)
+            if offer.wants_opus:
+                # Opus only, and passed through: the receiver's packets go straight to the
+                # room's sound feed, never to a decoder.
+                sound = pc.addTransceiver("audio", direction="recvonly")
+                sound.setCodecPreferences(opus_only())
+                tap_receiver(
+                    sound.receiver,
+                    lambda payload, ts: rm.publish_ingest_audio(s.id, payload, ts),
+                )
 
             @pc.on("track")
             def _track(track: MediaStreamTrack) -> None:
                 if track.kind == "video" and s.track is None and self.book.get(s.id) is s:
                     s.track = track
                     rm.set_ingest(s.id, IngestSource(track))
-                else:
-                    self._spawn(_drain(track))  # audio (not served yet) must not pile up
+                elif track.kind != "audio":
+                    self._spawn(_drain(track))  # a second video track must not pile up
 
             try:
                 await pc.setRemoteDescription(RTCSessionDescription(offer.text, "offer"))

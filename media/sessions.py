@@ -42,6 +42,8 @@ class MediaSession:
     pc: Any = None
     track: Any = None
     feed: Any = None
+    audio_track: Any = None
+    """The viewer's sound (WHEP sessions whose offer has audio)."""
     end_timer: Any = None
     """Ends the session at ``ends_at``."""
     connect_timer: Any = None

@@ -28,6 +28,8 @@ import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av.video.frame import VideoFrame
 
+from media.audio import PACKETS_PER_S, Tone, ToneSource
+
 BARCODE_BITS = 24
 BARCODE_ROWS = 16
 MAX_LATE_S = 0.5
@@ -51,6 +53,9 @@ class Source(Protocol):
     """``pattern``, ``file`` or ``whip``."""
     codec: str | None
     """The codec of encoded sources (``H264``/``VP8``); None for raw sources."""
+    audio: ToneSource | None
+    """Sound made on a producer thread of its own (the pattern's tone), or None: a WHIP
+    host's sound is passed through as it arrives, and files play without sound."""
 
     def next(self, stop: threading.Event) -> SourceItem | None:
         """The next item, when it is due (producer thread); None when stopped or ended."""
@@ -99,8 +104,15 @@ class Paced:
         self.fps = fps
         self.n = 0
         self.t0: float | None = None
+        """Time of tick 0; set by the first ``wait``, or by ``start`` to share it."""
         self.late = 0
         """Ticks skipped because the producer was stalled for more than ``MAX_LATE_S``."""
+
+    def start(self, t0: float) -> None:
+        """Put tick 0 at ``t0`` unless the clock already runs (clocks that must stay in step,
+        a room's video and sound, start at the same ``t0``)."""
+        if self.t0 is None:
+            self.t0 = t0
 
     def wait(self, stop: threading.Event) -> float | None:
         """Block until the next tick; return its time, or None if ``stop`` was set."""
@@ -124,8 +136,10 @@ class PatternSource:
     name = "pattern"
     codec = None
 
-    def __init__(self, width: int, height: int, fps: int) -> None:
+    def __init__(self, width: int, height: int, fps: int, tone_hz: int = 440) -> None:
         self.clock = Paced(fps)
+        self.audio: ToneSource | None = ToneSource(Tone(tone_hz), Paced(PACKETS_PER_S))
+        """The pattern's sound, on a clock that starts with the video's (``start_clocks``)."""
         graph = av.filter.Graph()
         src = graph.add("testsrc2", f"size={width}x{height}:rate={fps}")
         fmt = graph.add("format", "yuv420p")
@@ -139,6 +153,12 @@ class PatternSource:
     @property
     def late(self) -> int:
         return self.clock.late
+
+    def start_clocks(self, t0: float) -> None:
+        """Frame ``n`` at ``t0 + n / fps`` and the sound's second ``k`` at ``t0 + k``."""
+        self.clock.start(t0)
+        if self.audio is not None:
+            self.audio.clock.start(t0)  # type: ignore[attr-defined]
 
     def render(self, n: int) -> VideoFrame:
         with self._lock:
@@ -163,6 +183,7 @@ class FileSource:
     """Demuxes (never decodes) the first video stream of a file, paced by its timestamps."""
 
     name = "file"
+    audio = None
 
     def __init__(self, path: str) -> None:
         p = Path(path)
@@ -242,6 +263,7 @@ class IngestSource:
 
     name = "whip"
     codec = None
+    audio = None
 
     def __init__(self, track: MediaStreamTrack) -> None:
         self.track = track
@@ -290,10 +312,10 @@ class IngestSource:
         self.track.stop()
 
 
-def open_builtin(spec: dict, width: int, height: int, fps: int) -> Source:
+def open_builtin(spec: dict, width: int, height: int, fps: int, tone_hz: int = 440) -> Source:
     """The built-in source a room was created with (``media`` in PROTOCOL.md §6)."""
     if spec.get("source") == "pattern":
-        return PatternSource(width, height, fps)
+        return PatternSource(width, height, fps, tone_hz)
     if spec.get("source") == "file":
         return FileSource(str(spec.get("path", "")))
     raise ValueError(f"unknown media source {spec.get('source')!r}")

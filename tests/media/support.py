@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 import zlib
+from array import array
 from dataclasses import dataclass, field
 
 import httpx
@@ -26,6 +27,18 @@ class Seen:
     digest: int
     """crc32 of the luma plane: tells whether the picture changed"""
     size: tuple[int, int]
+    pts: int = 0
+    """its RTP timestamp as the receiver maps it (90 kHz)"""
+
+
+@dataclass
+class Heard:
+    at: float
+    """monotonic time the audio frame was decoded"""
+    pts: int
+    """its RTP timestamp as the receiver maps it (48 kHz)"""
+    samples: array
+    """the first channel, signed 16-bit"""
 
 
 @dataclass
@@ -48,6 +61,10 @@ class WhepViewer:
     """restrict the offer to these codecs (e.g. ("VP8",)); empty: aiortc's defaults"""
     audio: bool = False
     frames: list[Seen] = field(default_factory=list)
+    sound: list[Heard] = field(default_factory=list)
+    sound_ended: asyncio.Event = field(default_factory=asyncio.Event)
+    reports: dict[str, tuple[int, int]] = field(default_factory=dict)
+    receivers: dict[str, object] = field(default_factory=dict)
     location: str | None = None
     answer: str | None = None
     ended: asyncio.Event = field(default_factory=asyncio.Event)
@@ -65,11 +82,15 @@ class WhepViewer:
         if self.audio:
             pc.addTransceiver("audio", direction="recvonly")
         self._task: asyncio.Task | None = None
+        self._audio_task: asyncio.Task | None = None
 
         @pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:
+            loop = asyncio.get_running_loop()
             if track.kind == "video":
-                self._task = asyncio.get_running_loop().create_task(self._read(track))
+                self._task = loop.create_task(self._read(track))
+            else:
+                self._audio_task = loop.create_task(self._listen(track))
 
         await pc.setLocalDescription(await pc.createOffer())
         headers = {"Content-Type": "application/sdp"}
@@ -89,7 +110,34 @@ class WhepViewer:
         self.location = r.headers["location"]
         self.answer = r.text
         await pc.setRemoteDescription(RTCSessionDescription(r.text, "answer"))
+        for t in pc.getTransceivers():
+            self._note_sender_reports(t.kind, t.receiver)
         return self
+
+    def _note_sender_reports(self, kind: str, receiver: object) -> None:
+        """Keep each stream's latest RTCP sender report (NTP time, RTP timestamp): what a
+        browser uses to play sound and picture in step."""
+        from aiortc.rtp import RtcpSrPacket
+
+        handle = receiver._handle_rtcp_packet  # type: ignore[attr-defined]
+
+        async def noted(packet: object) -> None:
+            if isinstance(packet, RtcpSrPacket):
+                info = packet.sender_info
+                self.reports[kind] = (info.ntp_timestamp, info.rtp_timestamp)
+            await handle(packet)
+
+        receiver._handle_rtcp_packet = noted  # type: ignore[attr-defined]
+        self.receivers[kind] = receiver
+
+    def sender_time(self, kind: str, pts: int, rate: int) -> float:
+        """The sender's wall-clock time (NTP seconds) of a decoded frame's ``pts``, through the
+        stream's last sender report, as a browser computes it for lip sync."""
+        ntp, sr_rtp = self.reports[kind]
+        mapper = self.receivers[kind]._RTCRtpReceiver__timestamp_mapper  # aiortc internal
+        rtp = (pts + mapper._origin) % (1 << 32)
+        delta = (rtp - sr_rtp + (1 << 31)) % (1 << 32) - (1 << 31)  # signed, across wraps
+        return (ntp >> 32) + (ntp & 0xFFFFFFFF) / (1 << 32) + delta / rate
 
     async def _read(self, track: MediaStreamTrack) -> None:
         try:
@@ -102,12 +150,33 @@ class WhepViewer:
                         read_barcode(frame),
                         zlib.crc32(y),
                         (frame.width, frame.height),
+                        frame.pts or 0,
                     )
                 )
         except MediaStreamError:
             pass
         finally:
             self.ended.set()
+
+    async def _listen(self, track: MediaStreamTrack) -> None:
+        try:
+            while True:
+                frame = await track.recv()
+                channels = len(frame.layout.channels)  # packed s16, interleaved
+                pcm = array("h", bytes(frame.planes[0])[: 2 * frame.samples * channels])
+                first = pcm[::channels]
+                self.sound.append(Heard(time.monotonic(), frame.pts, first))
+        except MediaStreamError:
+            pass
+        finally:
+            self.sound_ended.set()
+
+    def loudness(self, since: float = 0.0) -> float:
+        """RMS of the sound heard after ``since``, in full scale (0..1)."""
+        samples = [v for h in self.sound if h.at > since for v in h.samples]
+        if not samples:
+            return 0.0
+        return (sum(v * v for v in samples) / len(samples)) ** 0.5 / 32768
 
     async def wait_frames(self, n: int, timeout: float = 15.0) -> None:
         deadline = time.monotonic() + timeout
@@ -125,8 +194,9 @@ class WhepViewer:
             return await c.delete(self.location)
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        for task in (self._task, self._audio_task):
+            if task is not None:
+                task.cancel()
         await self.pc.close()
 
 
@@ -176,6 +246,39 @@ async def wait_for(predicate, timeout: float = 5.0, interval: float = 0.05):  # 
         await asyncio.sleep(interval)
 
 
+class ToneTrack(MediaStreamTrack):
+    """A generated audio track: 20 ms frames of a tone, paced in real time."""
+
+    kind = "audio"
+
+    def __init__(self, hz: int) -> None:
+        super().__init__()
+        from media.audio import Tone
+
+        self.tone = Tone(hz)
+        self.n = 0
+        self.t0: float | None = None
+
+    async def recv(self):  # type: ignore[no-untyped-def]
+        import fractions
+
+        from av.audio.frame import AudioFrame
+
+        from media.audio import PACKET_SAMPLES, RATE
+
+        if self.t0 is None:
+            self.t0 = time.monotonic()
+        wait = self.t0 + self.n * PACKET_SAMPLES / RATE - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        frame = AudioFrame(format="s16", layout="mono", samples=PACKET_SAMPLES)
+        frame.planes[0].update(self.tone.samples(self.n * PACKET_SAMPLES).tobytes())
+        frame.sample_rate = RATE
+        frame.pts, frame.time_base = self.n * PACKET_SAMPLES, fractions.Fraction(1, RATE)
+        self.n += 1
+        return frame
+
+
 class NumberedTrack(MediaStreamTrack):
     """A generated video track whose frames carry ``base + n`` in the bar code."""
 
@@ -207,11 +310,15 @@ class WhipPublisher:
     token: str
     base: int = 0
     location: str | None = None
+    tone_hz: int | None = None
+    """also publish a tone (aiortc encodes it to Opus) at this pitch"""
 
     async def start(self) -> WhipPublisher:
         self.pc = pc = RTCPeerConnection(NO_ICE_SERVERS)
         self.track = NumberedTrack(self.base)
         pc.addTransceiver(self.track, direction="sendonly")
+        if self.tone_hz is not None:
+            pc.addTransceiver(ToneTrack(self.tone_hz), direction="sendonly")
         await pc.setLocalDescription(await pc.createOffer())
         async with httpx.AsyncClient(base_url=self.base_url, timeout=20) as c:
             r = await c.post(
@@ -231,3 +338,29 @@ class WhipPublisher:
 
     async def close(self) -> None:
         await self.pc.close()
+
+
+def av_offsets(v: WhepViewer, fps: int) -> list[float]:
+    """Audio minus video, in seconds, for each click the viewer heard: the click's sender time
+    against that of the frame whose counter is the matching multiple of ``fps`` (both through
+    their streams' sender reports; the pattern clicks when its counter passes k * fps)."""
+    from media.audio import RATE, click_onsets
+
+    assert "audio" in v.reports and "video" in v.reports, "no sender reports yet"
+    heard = sorted(v.sound, key=lambda h: h.pts)
+    pcm = array("h")
+    for h in heard:
+        pcm.extend(h.samples)
+    base = heard[0].pts
+    video_pts = {f.counter: f.pts for f in v.frames}
+    offsets = []
+    for onset in click_onsets(pcm):
+        click_at = v.sender_time("audio", base + onset, RATE)
+        # Which second was it? The frame shown at the same sender time tells (to within 0.5 s).
+        best = min(
+            video_pts, key=lambda n: abs(v.sender_time("video", video_pts[n], 90_000) - click_at)
+        )
+        k = round(best / fps)
+        if k * fps in video_pts:
+            offsets.append(click_at - v.sender_time("video", video_pts[k * fps], 90_000))
+    return offsets

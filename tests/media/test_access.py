@@ -64,9 +64,10 @@ async def test_preview_session_stops_at_preview_end(media_proc: Proc) -> None:
     await create_room(url, room, media={"source": "pattern"}, access={**PAID, "preview_seconds": 3})
     viewer = unique("peek")
     t0 = time.time()
-    v = await WhepViewer(url, room, token(viewer)).start()
+    v = await WhepViewer(url, room, token(viewer), audio=True).start()
     try:
         await v.wait_frames(10)
+        assert v.sound, "a preview hears the room too"
         stats = await media_stats(url, room)
         [session] = stats["sessions"]
         assert session["access"] == "preview"
@@ -75,6 +76,7 @@ async def test_preview_session_stops_at_preview_end(media_proc: Proc) -> None:
         await asyncio.sleep(ends_at - time.time() + 1.5)
         mono_end = time.monotonic() - (time.time() - ends_at)
         assert v.frames_after(mono_end + 0.5) == []
+        assert [h for h in v.sound if h.at > mono_end + 0.5] == [], "sound after the preview"
         assert v.frames_after(mono_end - 1.0), "frames stopped long before the preview ended"
         status, body = await _refusal(url, room, token(viewer))
         assert (status, body["error"]) == (403, "not_entitled")
@@ -87,11 +89,14 @@ async def _stops_within_a_second(
     url: str, room: str, v: WhepViewer, revoke: Callable[[], object]
 ) -> None:
     await v.wait_frames(10)
+    assert not v.audio or v.sound, "no sound before the revocation"
     t = time.monotonic()
     await revoke()  # type: ignore[misc]
     await asyncio.sleep(2.0)
     late = v.frames_after(t + 1.0)
     assert late == [], f"{len(late)} frames arrived more than 1 s after the revocation"
+    heard = [h for h in v.sound if h.at > t + 1.0]
+    assert heard == [], f"{len(heard)} audio frames arrived more than 1 s after the revocation"
     assert (await media_stats(url, room))["viewers"] == 0
 
 
@@ -103,7 +108,7 @@ async def test_refund_stops_frames_within_a_second_and_refuses_new_sessions(
     await create_room(url, room, media={"source": "pattern"}, access=PAID)
     buyer = unique("buyer")
     await _admin(url, "PUT", f"/api/rooms/{room}/tickets/{buyer}")
-    v = await WhepViewer(url, room, token(buyer)).start()
+    v = await WhepViewer(url, room, token(buyer), audio=True).start()
     try:
         await _stops_within_a_second(
             url, room, v, lambda: _admin(url, "DELETE", f"/api/rooms/{room}/tickets/{buyer}")
@@ -120,7 +125,7 @@ async def test_membership_removal_stops_frames_within_a_second(media_proc: Proc)
     await create_room(url, room, media={"source": "pattern"}, access=PAID)
     vip = unique("vip")
     await _admin(url, "PUT", f"/api/members/{vip}", {"tier": "vip", "expires_at": None})
-    v = await WhepViewer(url, room, token(vip)).start()
+    v = await WhepViewer(url, room, token(vip), audio=True).start()
     try:
         await _stops_within_a_second(
             url, room, v, lambda: _admin(url, "DELETE", f"/api/members/{vip}")

@@ -13,10 +13,15 @@ from tests.media.support import NO_ICE_SERVERS, WhepViewer, create_room, media_s
 from tests.support import Proc, token, unique
 
 
-async def _offer(*kinds_directions: tuple[str, str]) -> str:
+async def _offer(*kinds_directions: tuple[str, str], audio_codec: str | None = None) -> str:
+    from aiortc import RTCRtpSender
+
     pc = RTCPeerConnection(NO_ICE_SERVERS)
     for kind, direction in kinds_directions:
-        pc.addTransceiver(kind, direction=direction)
+        t = pc.addTransceiver(kind, direction=direction)
+        if kind == "audio" and audio_codec is not None:
+            caps = RTCRtpSender.getCapabilities("audio").codecs
+            t.setCodecPreferences([c for c in caps if c.name.upper() == audio_codec])
     await pc.setLocalDescription(await pc.createOffer())
     sdp = pc.localDescription.sdp
     await pc.close()
@@ -39,6 +44,7 @@ async def test_bad_offers_get_clear_4xx_and_leak_nothing(media_proc: Proc) -> No
     )
     huge = "v=0\r\n" + "a=x-padding:" + "x" * (1 << 20) + "\r\n"
     auth = {"Authorization": f"Bearer {token('mallory')}"}
+    host = token("bad-host", "host", rooms=[room])
     sdp = {**auth, "Content-Type": "application/sdp"}
 
     async def chunks() -> object:
@@ -65,6 +71,9 @@ async def test_bad_offers_get_clear_4xx_and_leak_nothing(media_proc: Proc) -> No
         ("GET", f"/whep/rooms/{room}", auth, None, 405, "method_not_allowed"),
         ("POST", f"/whip/rooms/{room}", sdp, await _offer(("video", "sendonly")), 403,
          "forbidden"),
+        ("POST", f"/whip/rooms/{room}", {**sdp, "Authorization": f"Bearer {host}"},
+         await _offer(("video", "sendonly"), ("audio", "sendonly"), audio_codec="PCMU"), 422,
+         "unsupported_codec"),
     ]  # fmt: skip
     async with httpx.AsyncClient(base_url=url, timeout=10) as c:
         for method, path, headers, body, status, code in cases:
@@ -115,3 +124,21 @@ async def test_delete_twice_is_404_the_second_time(media_proc: Proc) -> None:
     r = await v.delete()
     assert r.status_code == 404 and r.json()["error"] == "not_found"
     await v.close()
+
+
+async def test_a_viewer_without_opus_still_gets_the_picture(media_proc: Proc) -> None:
+    """Rooms speak Opus only: an offer whose audio has no Opus gets its audio answered
+    `inactive`, and video as always (nothing refused that could be served)."""
+    import httpx as _httpx
+
+    url = media_proc.http_url
+    room = unique("pcmu")
+    await create_room(url, room, media={"source": "pattern"})
+    offer = await _offer(("video", "recvonly"), ("audio", "recvonly"), audio_codec="PCMU")
+    headers = {"Authorization": f"Bearer {token('old-phone')}", "Content-Type": "application/sdp"}
+    async with _httpx.AsyncClient(base_url=url, timeout=10) as c:
+        r = await c.post(f"/whep/rooms/{room}", headers=headers, content=offer)
+        assert r.status_code == 201, r.text
+        audio = r.text.split("m=audio", 1)[1].split("m=video", 1)[0]
+        assert "a=inactive" in audio
+        assert (await c.delete(r.headers["location"])).status_code == 200

@@ -15,7 +15,7 @@ async def test_ban_stops_frames_within_a_second_and_refuses_new_sessions(
     room = unique("mban")
     await create_room(url, room, media={"source": "pattern"})
     user = unique("troll")
-    v = await WhepViewer(url, room, token(user)).start()
+    v = await WhepViewer(url, room, token(user), audio=True).start()
     try:
         await _stops_within_a_second(
             url, room, v, lambda: _admin(url, "POST", f"/api/rooms/{room}/bans", {"user": user})

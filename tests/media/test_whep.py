@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 from engine.ids import RoomId
 from media.counts import media_viewers
 from media.sources import PatternSource
-from tests.media.support import WhepViewer, create_room, media_stats, wait_for
+from tests.media.support import WhepViewer, av_offsets, create_room, media_stats, wait_for
 from tests.support import ADMIN, Proc, token, unique
 
 
@@ -74,15 +74,46 @@ async def test_five_viewers_share_one_encoder(media_proc: Proc) -> None:
     assert stats["viewers"] == 0 and stats["encoders"] == 0
 
 
-async def test_audio_is_answered_inactive_and_video_still_flows(media_proc: Proc) -> None:
+async def test_a_viewer_hears_the_pattern_tone_and_sees_its_frames(media_proc: Proc) -> None:
+    """Both tracks, decoded: the tone's energy and the moving frame counter, for >= 3 s."""
     room = unique("audio")
     await create_room(media_proc.http_url, room, media={"source": "pattern"})
     v = await WhepViewer(media_proc.http_url, room, token("ears"), audio=True).start()
     try:
         assert v.answer is not None
         audio = v.answer.split("m=audio", 1)[1].split("m=video", 1)[0]
-        assert "a=inactive" in audio
-        await v.wait_frames(5)
+        assert "a=sendonly" in audio and "opus/48000" in audio.lower()
+        await v.wait_frames(1)
+        t0 = time.monotonic()
+        await asyncio.sleep(3.2)
+        seen, heard = v.frames_after(t0), [h for h in v.sound if h.at > t0]
+        assert len(seen) >= 60 and seen[-1].counter > seen[0].counter  # moving video
+        assert sum(len(h.samples) for h in heard) >= 3 * 48_000 * 0.9  # >= 3 s of sound
+        # The tone is at 0.2 of full scale (RMS 0.14) with a click each second: loud, and no
+        # louder than the click. Silence would be ~0.
+        assert 0.08 < v.loudness(t0) < 0.5
+        stats = await media_stats(media_proc.http_url, room)
+        assert stats["audio"]["viewers"] == 1 and stats["encoders"] == 1
+    finally:
+        await v.delete()
+        await v.close()
+
+
+async def test_sound_and_picture_are_in_step(media_proc: Proc) -> None:
+    """The pattern clicks at each whole second of the room clock, when the frame counter passes
+    a multiple of the frame rate. The viewer notes when each arrives (decoded): the click of
+    second k against frame 30k is the audio-video offset a player would show."""
+    room = unique("sync")
+    await create_room(media_proc.http_url, room, media={"source": "pattern"})
+    v = await WhepViewer(media_proc.http_url, room, token("lips"), audio=True).start()
+    try:
+        await v.wait_frames(1)
+        await asyncio.sleep(5.5)
+        offsets = av_offsets(v, fps=30)
+        print("audio-video offsets (s):", offsets)
+        assert len(offsets) >= 3, offsets
+        worst = max(abs(o) for o in offsets)
+        assert worst <= 0.080, f"audio-video offsets (s): {offsets}"
     finally:
         await v.delete()
         await v.close()

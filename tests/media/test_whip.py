@@ -73,6 +73,50 @@ async def test_whip_ingest_reaches_viewers_and_survives_replacement(media_proc: 
     assert stats["sessions"] == {"whep": 0, "whip": 0}
 
 
+async def test_a_hosts_opus_reaches_viewers_and_a_late_viewer_gets_both(
+    media_proc: Proc,
+) -> None:
+    """WHIP with sound: the host's Opus packets are passed through (one packet in, the same
+    packet out to every listener); a viewer joining later gets picture and sound too; a new
+    ingest (the host coming back) keeps the viewers' sessions, sound included."""
+    url = media_proc.http_url
+    room = unique("sound")
+    await create_room(url, room)
+    host = token("host2", "host", rooms=[room])
+    first = await WhipPublisher(url, room, host, tone_hz=440).start()
+    early = await WhepViewer(url, room, token("early-ear"), audio=True).start()
+    late = back = None
+    try:
+        await early.wait_frames(10)
+        await wait_for(lambda: _ready(early.loudness() > 0.05), timeout=10)
+        late = await WhepViewer(url, room, token("late-ear"), audio=True).start()
+        await late.wait_frames(10)
+        t = time.monotonic()
+        await asyncio.sleep(1.5)
+        for v in (early, late):
+            assert len(v.frames_after(t)) >= 20
+            assert v.loudness(t) > 0.05  # the host's tone (0.14 RMS), not silence
+        stats = await media_stats(url, room)
+        assert stats["audio"]["viewers"] == 2 and stats["audio"]["packets"] > 50
+
+        back = await WhipPublisher(url, room, host, base=SECOND, tone_hz=440).start()
+        t = time.monotonic()
+        await wait_for(
+            lambda: _ready(any(f.counter >= SECOND for f in early.frames_after(t))), timeout=10
+        )
+        t = time.monotonic()
+        await asyncio.sleep(1.0)
+        assert early.loudness(t) > 0.05 and late.loudness(t) > 0.05
+    finally:
+        for v in (early, late):
+            if v is not None:
+                await v.delete()
+                await v.close()
+        for p in (first, back):
+            if p is not None:
+                await p.close()
+
+
 async def test_only_hosts_publish(media_proc: Proc) -> None:
     url = media_proc.http_url
     room = unique("nohost")
