@@ -1,5 +1,5 @@
 """Media benchmark: CPU per WHEP viewer with shared packets vs per-viewer encoding, and how many
-720p30 viewers one media process sustains with no frame loss.
+720p30 + Opus viewers one media process sustains with no frame or audio loss.
 
     python -m loadtest.media [--steps 1,50,100,...] [--per-viewer-steps 1,2,4,8,12,16] [--nice -19]
                              [--window 8] [--clients 1] [--write-md docs/BENCHMARKS.md]
@@ -8,16 +8,19 @@ One run, one machine. The media process (`liveroom serve --role media`, test pat
 at 30 fps, H.264 constrained baseline) is pinned to CPU 0; viewer processes run on the other
 CPUs. Viewers are real aiortc peers (ICE, DTLS, SRTP, RTCP) whose receivers count RTP packets,
 sequence gaps and frames (marker bits) instead of decoding, so that the clients cost as little
-as possible. Two media processes are measured one after the other in the same run:
+as possible. Each viewer takes the room's sound too (Opus, 50 packets/s; ``--no-audio`` for
+video only), counted the same way. Two media processes are measured one after the other in the
+same run:
 
 - shared: the product (one encoder per room, the same packets to every viewer's sender);
 - per-viewer encode: the same code with ``LIVEROOM_MEDIA_SHARED_ENCODER=0``, i.e. what a
   relay of raw frames costs (aiortc's ``MediaRelay`` default): an encoder per viewer.
 
 At each step the harness adds viewers, lets them settle, then measures a window: the media
-process's CPU (user+system, all threads, percent of one core), every viewer's frames and lost
-packets, and the keyframe skips the server made for lagging viewers. A step holds when every
-viewer got >= 29 fps, no packet was lost and no viewer skipped. Nothing here asserts.
+process's CPU (user+system, all threads, percent of one core), every viewer's frames, audio
+packets and lost packets, and the keyframe skips the server made for lagging viewers. A step
+holds when every viewer got >= 29 fps and >= 49 audio packets/s, no packet (video or audio)
+was lost and no viewer skipped. Nothing here asserts.
 """
 
 from __future__ import annotations
@@ -77,7 +80,7 @@ def _patch_receiver() -> None:
     RTCRtpReceiver._handle_rtp_packet = handle  # type: ignore[method-assign]
 
 
-async def _worker(url: str, room: str) -> None:
+async def _worker(url: str, room: str, audio: bool = True) -> None:
     import httpx
     from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
     from aiortc.codecs import CODECS
@@ -108,6 +111,7 @@ async def _worker(url: str, room: str) -> None:
     viewers: list[tuple[Any, Any, str]] = []
     marks: list[tuple[int, int, int, int]] = []
     video_pts = {c.payloadType for c in CODECS["video"] if c.name != "rtx"}
+    audio_pts = {c.payloadType for c in CODECS["audio"]}
     http = httpx.AsyncClient(base_url=url, timeout=60)
     serial = [0]
 
@@ -118,6 +122,11 @@ async def _worker(url: str, room: str) -> None:
         t = pc.addTransceiver("video", direction="recvonly")
         t.receiver._bench = _Count()
         t.receiver._bench_pts = video_pts
+        sound = None
+        if audio:
+            sound = pc.addTransceiver("audio", direction="recvonly").receiver
+            sound._bench = _Count()
+            sound._bench_pts = audio_pts
         await pc.setLocalDescription(await pc.createOffer())
         r = await http.post(
             f"/whep/rooms/{room}",
@@ -128,8 +137,8 @@ async def _worker(url: str, room: str) -> None:
             await pc.close()
             return f"{r.status_code} {r.text[:120]}"
         await pc.setRemoteDescription(RTCSessionDescription(r.text, "answer"))
-        viewers.append((pc, t.receiver, r.headers["location"]))
-        marks.append((0, 0, 0, 0))
+        viewers.append((pc, t.receiver, sound, r.headers["location"]))
+        marks.append((0, 0, 0, 0, 0, 0))
         return None
 
     async def add(n: int, concurrency: int = 8) -> dict:
@@ -149,11 +158,13 @@ async def _worker(url: str, room: str) -> None:
         return {"viewers": len(viewers), "errors": errors[:5], "failed": len(errors)}
 
     def sample() -> dict:
-        """Per viewer since the last sample: frames, lost packets, packets, bytes."""
+        """Per viewer since the last sample: frames, lost packets, packets, bytes, audio
+        packets, lost audio packets."""
         out = []
-        for i, (_, receiver, _) in enumerate(viewers):
+        for i, (_, receiver, sound, _) in enumerate(viewers):
             c = receiver._bench
-            now = (c.frames, c.lost, c.packets, c.bytes)
+            a = sound._bench if sound is not None else _Count()
+            now = (c.frames, c.lost, c.packets, c.bytes, a.packets, a.lost)
             out.append([a - b for a, b in zip(now, marks[i], strict=True)])
             marks[i] = now
         t = os.times()
@@ -169,7 +180,7 @@ async def _worker(url: str, room: str) -> None:
                 pass
             await pc.close()
 
-        await asyncio.gather(*(one(pc, loc) for pc, _, loc in viewers))
+        await asyncio.gather(*(one(pc, loc) for pc, _, _, loc in viewers))
         viewers.clear()
         return {"closed": True}
 
@@ -203,9 +214,12 @@ def _place(cpus: set[int], nice: int) -> None:
 class Worker:
     """One viewer process, spoken to with JSON lines."""
 
-    def __init__(self, url: str, room: str, cpus: set[int], nice: int = 0) -> None:
+    def __init__(
+        self, url: str, room: str, cpus: set[int], nice: int = 0, audio: bool = True
+    ) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "loadtest.media", "--worker", url, room],
+            [sys.executable, "-m", "loadtest.media", "--worker", url, room]
+            + ([] if audio else ["--no-audio"]),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             cwd=ROOT,
@@ -295,6 +309,10 @@ class Step:
     lost: int
     skips: int
     mbps_per_viewer: float
+    audio_pps_min: float = 0.0
+    """Fewest audio packets per second any viewer received (50 is all of them)."""
+    audio_lost: int = 0
+    audio: bool = True
     late_ticks: int = 0
     failed_joins: int = 0
     others_cpu0: float = 0.0
@@ -309,7 +327,14 @@ class Step:
 
     @property
     def holds(self) -> bool:
-        return self.fps_min >= 29.0 and self.lost == 0 and self.skips == 0 and self.viewers > 0
+        sound = not self.audio or (self.audio_pps_min >= 49.0 and self.audio_lost == 0)
+        return (
+            self.fps_min >= 29.0
+            and self.lost == 0
+            and self.skips == 0
+            and sound
+            and self.viewers > 0
+        )
 
 
 @dataclass
@@ -361,7 +386,12 @@ async def _stats(url: str, room: str) -> dict:
 
 
 async def _measure(
-    media: MediaProc, workers: list[Worker], room: str, window: float, settle: float
+    media: MediaProc,
+    workers: list[Worker],
+    room: str,
+    window: float,
+    settle: float,
+    audio: bool = True,
 ) -> Step:
     import psutil
 
@@ -392,6 +422,9 @@ async def _measure(
         lost=sum(v[1] for v in per),
         skips=after["viewer_skips"] - before["viewer_skips"],
         mbps_per_viewer=(sum(v[3] for v in per) * 8 / dt / 1e6 / n) if n else 0.0,
+        audio_pps_min=min(v[4] / dt for v in per) if per else 0.0,
+        audio_lost=sum(v[5] for v in per),
+        audio=audio,
         late_ticks=late,
         others_cpu0=max(0.0, 100 * (_busy(m1) - _busy(m0) - (c1 - c0)) / dt),
         softirq_cpu0=100 * (m1.softirq - m0.softirq) / dt,
@@ -446,7 +479,9 @@ async def _series(
             headers={"Authorization": f"Bearer {admin}"},
         )
         r.raise_for_status()
-    workers = [Worker(media.url, room, client_cpus, args.nice) for _ in range(args.clients)]
+    workers = [
+        Worker(media.url, room, client_cpus, args.nice, args.audio) for _ in range(args.clients)
+    ]
     series = Series(name)
     try:
         have = 0
@@ -461,7 +496,7 @@ async def _series(
                     if reply["errors"]:
                         print(f"  join errors: {reply['errors']}", file=sys.stderr)
             have = target - failed
-            step = await _measure(media, workers, room, args.window, args.settle)
+            step = await _measure(media, workers, room, args.window, args.settle, args.audio)
             step.failed_joins = failed
             series.steps.append(step)
             print(f"  {name:>18} {_row(step)}", flush=True)
@@ -482,6 +517,7 @@ def _row(s: Step) -> str:
     return (
         f"viewers {s.viewers:>4}  media CPU {s.server_cpu:6.1f}%  clients CPU {s.client_cpu:6.1f}%"
         f"  fps min/avg {s.fps_min:5.1f}/{s.fps_avg:5.1f}  lost {s.lost:>5}  skips {s.skips:>4}"
+        f"  audio pkt/s min {s.audio_pps_min:4.1f} lost {s.audio_lost}"
         f"  {s.mbps_per_viewer:.2f} Mbit/s/viewer  late ticks {s.late_ticks}"
         f"  viewer stall {s.client_stall_ms:.0f} ms (gc {s.client_gc_ms:.0f})"
         f"  others on CPU 0 {s.others_cpu0:4.1f}% (softirq {s.softirq_cpu0:.1f}%,"
@@ -513,10 +549,15 @@ def _markdown(shared: Series, per_viewer: Series, args: argparse.Namespace, cmd:
         "",
         f"Machine: {_machine()}. The media process is pinned to CPU 0, the viewer processes to",
         "the other CPUs. Source: the built-in test pattern, 1280x720 at 30 fps, H.264",
-        f"constrained baseline at {int(args.bitrate) // 1000} kbit/s, keyframe every second.",
+        f"constrained baseline at {int(args.bitrate) // 1000} kbit/s, keyframe every second"
+        + (", and its Opus tone (64 kbit/s, 20 ms packets)." if args.audio else "."),
         "Viewers are aiortc peers (ICE, DTLS, SRTP, RTCP) that count RTP packets, sequence gaps",
-        "and frames instead of decoding. A step holds when every viewer received >= 29 fps with",
-        "no lost packet and no keyframe skip."
+        "and frames instead of decoding"
+        + (", video and audio" if args.audio else " (video only)")
+        + ". A step holds when every viewer received >= 29 fps"
+        + (" and >= 49 audio packets/s" if args.audio else "")
+        + " with no lost packet and no keyframe skip. Audio is one shared Opus feed per room in"
+        " both columns: only video differs between them."
         + (
             f" Media and viewer processes ran at nice {args.nice}, to shield the measurement"
             " from other work on the machine."
@@ -530,20 +571,21 @@ def _markdown(shared: Series, per_viewer: Series, args: argparse.Namespace, cmd:
         f"({ps / ss if ss > 0 else float('nan'):.0f}x) |",
         f"| media CPU per viewer at the largest step that held, encoding included "
         f"| {sa:.2f}% | {pa:.2f}% ({pa / sa if sa > 0 else float('nan'):.0f}x) |",
-        f"| 720p30 viewers one media process (one core) sustains with no frame loss "
+        f"| 720p30{' + Opus' if args.audio else ''} viewers one media process (one core)"
+        " sustains with no frame or audio loss "
         f"| **{shared.sustained}** | {per_viewer.sustained} |",
         "",
         "Shared packets, step by step:",
         "",
         "| viewers | media CPU (% core) | viewer processes CPU | fps min / avg | lost | skips |"
-        " Mbit/s per viewer | other load on CPU 0 |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        " audio packets/s min | audio lost | Mbit/s per viewer | other load on CPU 0 |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for s in shared.steps:
         lines.append(
             f"| {s.viewers} | {s.server_cpu:.1f} | {s.client_cpu:.1f} | "
-            f"{s.fps_min:.1f} / {s.fps_avg:.1f} | {s.lost} | {s.skips} | {s.mbps_per_viewer:.2f} |"
-            f" {s.others_cpu0:.0f}% |"
+            f"{s.fps_min:.1f} / {s.fps_avg:.1f} | {s.lost} | {s.skips} | {s.audio_pps_min:.1f} |"
+            f" {s.audio_lost} | {s.mbps_per_viewer:.2f} | {s.others_cpu0:.0f}% |"
         )
     lines += ["", "Per-viewer encode (same code, `LIVEROOM_MEDIA_SHARED_ENCODER=0`):", ""]
     lines += [
@@ -645,7 +687,7 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
         import uvloop
 
-        uvloop.run(_worker(sys.argv[2], sys.argv[3]))
+        uvloop.run(_worker(sys.argv[2], sys.argv[3], "--no-audio" not in sys.argv))
         return
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--steps", default="1,50,100,150,200,250,300,350,400")
@@ -659,6 +701,9 @@ def main() -> None:
     )
     p.add_argument(
         "--wait-quiet", type=float, default=300, help="seconds to wait for an idle machine"
+    )
+    p.add_argument(
+        "--no-audio", dest="audio", action="store_false", help="viewers take video only"
     )
     p.add_argument("--write-md", help="write the section into this file (docs/BENCHMARKS.md)")
     asyncio.run(_main(p.parse_args()))

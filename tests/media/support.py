@@ -312,18 +312,39 @@ class WhipPublisher:
     location: str | None = None
     tone_hz: int | None = None
     """also publish a tone (aiortc encodes it to Opus) at this pitch"""
+    obs: bool = False
+    """send the offer in the shape OBS sends (audio first, H.264 + Opus; see obs_shaped)"""
 
     async def start(self) -> WhipPublisher:
+        from aiortc import RTCRtpSender
+
         self.pc = pc = RTCPeerConnection(NO_ICE_SERVERS)
         self.track = NumberedTrack(self.base)
-        pc.addTransceiver(self.track, direction="sendonly")
-        if self.tone_hz is not None:
-            pc.addTransceiver(ToneTrack(self.tone_hz), direction="sendonly")
+        if self.obs:
+            sound = pc.addTransceiver(ToneTrack(self.tone_hz or 440), direction="sendonly")
+            sound.setCodecPreferences(
+                [c for c in RTCRtpSender.getCapabilities("audio").codecs if c.name == "opus"]
+            )
+            video = pc.addTransceiver(self.track, direction="sendonly")
+            video.setCodecPreferences(
+                [
+                    c
+                    for c in RTCRtpSender.getCapabilities("video").codecs
+                    if c.name == "H264" and "42e01f" in str(c.parameters)
+                ]
+            )
+        else:
+            pc.addTransceiver(self.track, direction="sendonly")
+            if self.tone_hz is not None:
+                pc.addTransceiver(ToneTrack(self.tone_hz), direction="sendonly")
         await pc.setLocalDescription(await pc.createOffer())
+        self.offer = pc.localDescription.sdp
+        if self.obs:
+            self.offer = obs_shaped(self.offer)
         async with httpx.AsyncClient(base_url=self.base_url, timeout=20) as c:
             r = await c.post(
                 f"/whip/rooms/{self.room}",
-                content=pc.localDescription.sdp,
+                content=self.offer,
                 headers={
                     "Content-Type": "application/sdp",
                     "Authorization": f"Bearer {self.token}",
@@ -364,3 +385,45 @@ def av_offsets(v: WhepViewer, fps: int) -> list[float]:
         if k * fps in video_pts:
             offsets.append(click_at - v.sender_time("video", video_pts[k * fps], 90_000))
     return offsets
+
+
+def obs_shaped(offer: str) -> str:
+    """Rewrite an aiortc offer (audio first, then H.264 video) into the shape OBS 30+ sends
+    over WHIP (libdatachannel): Opus on payload type 111 with OBS's fmtp, H.264 on 96 with
+    `profile-level-id=42e01f;packetization-mode=1;level-asymmetry-allowed=1`, no header
+    extensions, one SHA-256 fingerprint, and ICE and DTLS attributes at SESSION level (before
+    the first m-line), `a=ice-options:ice2,trickle`, msid per track in `a=ssrc` lines."""
+    lines = offer.split("\r\n")
+    session_attrs: list[str] = []
+    for prefix in ("a=ice-ufrag:", "a=ice-pwd:", "a=fingerprint:sha-256"):
+        session_attrs.append(next(line for line in lines if line.startswith(prefix)))
+    session_attrs += ["a=setup:actpass", "a=ice-options:ice2,trickle"]
+    out: list[str] = []
+    kind = None
+    for line in lines:
+        if line.startswith("m="):
+            if kind is None:
+                out += session_attrs
+            kind = line[2:].split()[0]
+            pt = "111" if kind == "audio" else "96"
+            line = " ".join(line.split()[:3] + [pt])
+        elif line.startswith(("a=extmap", "a=ice-", "a=fingerprint", "a=setup", "a=msid:")):
+            continue
+        elif line.startswith("a=rtpmap:"):
+            line = "a=rtpmap:111 opus/48000/2" if kind == "audio" else "a=rtpmap:96 H264/90000"
+            if kind == "audio":
+                line += (
+                    "\r\na=fmtp:111 minptime=10;maxaveragebitrate=96000;stereo=1;"
+                    "sprop-stereo=1;useinbandfec=1"
+                )
+        elif line.startswith("a=fmtp:"):
+            line = (
+                "a=fmtp:96 profile-level-id=42e01f;packetization-mode=1;level-asymmetry-allowed=1"
+            )
+        elif line.startswith("a=rtcp-fb:"):
+            line = "a=rtcp-fb:96 " + line.split(" ", 1)[1]
+        elif line.startswith("a=ssrc:"):
+            ssrc = line.split()[0]
+            line += f"\r\n{ssrc} msid:obs-stream obs-stream-{kind}"
+        out.append(line)
+    return "\r\n".join(out)

@@ -127,3 +127,137 @@ async def _frames_after(page: object, i: int, n: int, timeout: float) -> dict:
         if time.monotonic() > deadline:
             raise AssertionError(f"framesDecoded stuck at {s['frames']} (wanted > {n}): {s}")
         await asyncio.sleep(0.2)
+
+
+WHIP_JS = """
+async ({url, token}) => {
+  const stream = await navigator.mediaDevices.getUserMedia({video: true, audio: true});
+  const pc = new RTCPeerConnection();
+  for (const track of stream.getTracks()) pc.addTransceiver(track, {direction: 'sendonly'});
+  await pc.setLocalDescription(await pc.createOffer());
+  await new Promise((resolve) => {
+    if (pc.iceGatheringState === 'complete') return resolve();
+    pc.onicegatheringstatechange = () => pc.iceGatheringState === 'complete' && resolve();
+    setTimeout(resolve, 3000);
+  });
+  const res = await fetch(url, {
+    method: 'POST',
+    headers: {'Content-Type': 'application/sdp', 'Authorization': 'Bearer ' + token},
+    body: pc.localDescription.sdp,
+  });
+  const text = await res.text();
+  if (res.status !== 201) return {status: res.status, body: text};
+  await pc.setRemoteDescription({type: 'answer', sdp: text});
+  window.publisher = pc;
+  return {status: res.status, kinds: stream.getTracks().map((t) => t.kind).sort()};
+}
+"""
+
+LISTEN_JS = """
+async ({url, token}) => {
+  const pc = new RTCPeerConnection();
+  pc.addTransceiver('video', {direction: 'recvonly'});
+  pc.addTransceiver('audio', {direction: 'recvonly'});
+  const stream = new MediaStream();
+  const video = document.createElement('video');
+  video.muted = true; video.autoplay = true; video.playsInline = true;
+  document.body.appendChild(video);
+  const ears = {peak: 0, frames: 0, kinds: []};
+  window.ears = ears;
+  pc.ontrack = (e) => {
+    stream.addTrack(e.track);
+    ears.kinds.push(e.track.kind);
+    video.srcObject = stream;
+    video.play();
+    if (e.track.kind === 'audio') {
+      // Chromium feeds a remote track to WebAudio only while a media element plays it.
+      const ctx = new AudioContext();
+      ctx.resume();
+      const analyser = ctx.createAnalyser();
+      analyser.fftSize = 2048;
+      ctx.createMediaStreamSource(new MediaStream([e.track])).connect(analyser);
+      const buf = new Float32Array(analyser.fftSize);
+      setInterval(() => {
+        analyser.getFloatTimeDomainData(buf);
+        for (const v of buf) ears.peak = Math.max(ears.peak, Math.abs(v));
+      }, 30);
+    }
+  };
+  const count = () => { ears.frames += 1; video.requestVideoFrameCallback(count); };
+  video.requestVideoFrameCallback(count);
+  await pc.setLocalDescription(await pc.createOffer());
+  await new Promise((resolve) => {
+    if (pc.iceGatheringState === 'complete') return resolve();
+    pc.onicegatheringstatechange = () => pc.iceGatheringState === 'complete' && resolve();
+    setTimeout(resolve, 3000);
+  });
+  const res = await fetch(url, {
+    method: 'POST',
+    headers: {'Content-Type': 'application/sdp', 'Authorization': 'Bearer ' + token},
+    body: pc.localDescription.sdp,
+  });
+  const text = await res.text();
+  if (res.status !== 201) return {status: res.status, body: text};
+  await pc.setRemoteDescription({type: 'answer', sdp: text});
+  return {status: res.status};
+}
+"""
+
+
+async def test_chromium_publishes_camera_and_microphone_and_chromium_viewers_hear_it(
+    media_proc: Proc,
+) -> None:
+    """A browser goes live over WHIP with its (fake) camera and microphone; another browser
+    plays the room over WHEP and its WebAudio analyser hears the microphone's beep while the
+    picture plays; a viewer joining later gets both too."""
+    import asyncio
+    import time
+
+    playwright = pytest.importorskip("playwright.async_api")
+    room = unique("mic")
+    await create_room(media_proc.http_url, room)  # no built-in source: waits for WHIP
+    host = token("studio", "host", rooms=[room])
+    fake = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
+    async with playwright.async_playwright() as p:
+        studio = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS + fake)
+        audience = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            sender = await studio.new_page()
+            await sender.goto(media_proc.http_url + "/healthz")
+            r = await sender.evaluate(
+                WHIP_JS, {"url": f"{media_proc.http_url}/whip/rooms/{room}", "token": host}
+            )
+            assert r["status"] == 201, r
+            assert r["kinds"] == ["audio", "video"]
+
+            async def listener(user: str) -> object:
+                page = await (await audience.new_context()).new_page()
+                await page.goto(media_proc.http_url + "/healthz")
+                r = await page.evaluate(
+                    LISTEN_JS,
+                    {"url": f"{media_proc.http_url}/whep/rooms/{room}", "token": token(user)},
+                )
+                assert r["status"] == 201, r
+                return page
+
+            async def hears_and_sees(page: object, timeout: float = 20) -> dict:
+                deadline = time.monotonic() + timeout
+                while True:
+                    ears = await page.evaluate("window.ears")  # type: ignore[attr-defined]
+                    if ears["peak"] > 0.05 and ears["frames"] > 30:
+                        return ears
+                    if time.monotonic() > deadline:
+                        raise AssertionError(f"heard/saw too little: {ears}")
+                    await asyncio.sleep(0.2)
+
+            first = await listener("front-row")
+            ears = await hears_and_sees(first)
+            assert sorted(ears["kinds"]) == ["audio", "video"]
+            stats = await media_stats(media_proc.http_url, room)
+            assert stats["source"] == "whip" and stats["audio"]["packets"] > 0
+
+            later = await listener("latecomer")
+            await hears_and_sees(later)
+        finally:
+            await studio.close()
+            await audience.close()

@@ -117,6 +117,46 @@ async def test_a_hosts_opus_reaches_viewers_and_a_late_viewer_gets_both(
                 await p.close()
 
 
+async def test_an_obs_shaped_offer_goes_live_and_the_host_may_leave_and_come_back(
+    media_proc: Proc,
+) -> None:
+    """OBS 30+ speaks WHIP through libdatachannel: audio first (Opus, 111), H.264 (96), ICE and
+    DTLS at session level. Such an offer is taken; a viewer sees and hears it; the host stops
+    streaming (DELETE) and starts again, and the viewer's session lasts through both."""
+    url = media_proc.http_url
+    room = unique("obs")
+    await create_room(url, room)
+    host = token("obs-host", "host", rooms=[room])
+    first = await WhipPublisher(url, room, host, obs=True).start()
+    assert first.offer.index("m=audio") < first.offer.index("m=video")
+    assert "a=ice-ufrag" not in first.offer.split("m=audio")[1]  # session level only
+    viewer = await WhepViewer(url, room, token("obs-fan"), audio=True).start()
+    again: WhipPublisher | None = None
+    try:
+        await viewer.wait_frames(10)
+        await wait_for(lambda: _ready(viewer.loudness() > 0.05), timeout=10)
+        async with httpx.AsyncClient(base_url=url) as c:  # the host stops streaming
+            assert (await c.delete(first.location)).status_code == 200  # type: ignore[arg-type]
+        await first.close()
+        await asyncio.sleep(2.0)
+        stats = await media_stats(url, room)
+        assert stats["viewers"] == 1 and stats["source"] is None  # still watching, nothing on
+
+        again = await WhipPublisher(url, room, host, base=SECOND, obs=True).start()
+        t = time.monotonic()
+        await wait_for(
+            lambda: _ready(any(f.counter >= SECOND for f in viewer.frames_after(t))), timeout=10
+        )
+        t = time.monotonic()
+        await asyncio.sleep(1.0)
+        assert len(viewer.frames_after(t)) >= 15 and viewer.loudness(t) > 0.05
+    finally:
+        await viewer.delete()
+        await viewer.close()
+        if again is not None:
+            await again.close()
+
+
 async def test_only_hosts_publish(media_proc: Proc) -> None:
     url = media_proc.http_url
     room = unique("nohost")
