@@ -272,19 +272,31 @@ export async function playWhep(video, { room, token, whepUrl, audio = true, iceW
     pc.onicegatheringstatechange = () => pc.iceGatheringState === "complete" && done();
     setTimeout(done, iceWaitMs);
   });
-  const res = await fetch(whepUrl.replace("{room}", encodeURIComponent(room)), {
-    method: "POST",
-    headers: { "Content-Type": "application/sdp", Authorization: "Bearer " + token },
-    body: pc.localDescription.sdp,
-  });
+  let res;
+  try {
+    res = await fetch(whepUrl.replace("{room}", encodeURIComponent(room)), {
+      method: "POST",
+      headers: { "Content-Type": "application/sdp", Authorization: "Bearer " + token },
+      body: pc.localDescription.sdp,
+    });
+  } catch (err) {
+    pc.close(); // a page that retries must not pile up peer connections
+    throw new LiveroomError("unavailable", "the media server is unreachable: " + err.message);
+  }
   if (res.status !== 201) {
     pc.close();
     const body = await res.json().catch(() => ({}));
     throw new LiveroomError(body.error || "http_" + res.status, body.message || `WHEP answered ${res.status}`);
   }
   const location = res.headers.get("Location");
-  await pc.setRemoteDescription({ type: "answer", sdp: await res.text() });
   const base = new URL(whepUrl.replace("{room}", "x")).origin;
+  try {
+    await pc.setRemoteDescription({ type: "answer", sdp: await res.text() });
+  } catch (err) {
+    pc.close();
+    if (location) fetch(base + location, { method: "DELETE" }).catch(() => {});
+    throw new LiveroomError("bad_answer", "the WHEP answer could not be applied: " + err.message);
+  }
   return {
     pc,
     location,
@@ -314,26 +326,48 @@ export async function api(method, path, { token, body } = {}) {
   return data;
 }
 
-/** Check a drawn lottery's proof (PROTOCOL.md §5) with WebCrypto: {ok, reasons[]}. */
+/**
+ * Check a drawn lottery's proof (PROTOCOL.md §5) with WebCrypto, as `liveroom verify-lottery`
+ * does: sha256(seed) == commit; the entrants sorted, unique, `entrants_count` of them and
+ * hashing to `entrants_sha256` (where published); the winners recomputed. Returns
+ * {ok, reasons[], expected, ranked} — `ranked` is every entrant with its HMAC, smallest first.
+ */
 export async function verifyLottery(record) {
   const hex = (buf) => Array.from(new Uint8Array(buf), (b) => b.toString(16).padStart(2, "0")).join("");
   const bytes = (h) => new Uint8Array(h.match(/../g).map((x) => parseInt(x, 16)));
   const reasons = [];
-  if (!record.seed) return { ok: false, reasons: ["not drawn yet"] };
+  if (!record.seed) return { ok: false, reasons: ["not drawn yet"], expected: [], ranked: [] };
+  if (!/^(?:[0-9a-fA-F]{2})+$/.test(record.seed)) return { ok: false, reasons: ["the seed is not hex"], expected: [], ranked: [] };
+  const entrants = Array.isArray(record.entrants) ? record.entrants : [];
+  const winners = Array.isArray(record.winners) ? record.winners : [];
   const seed = bytes(record.seed);
   const commit = hex(await crypto.subtle.digest("SHA-256", seed));
-  if (commit !== record.commit) reasons.push(`sha256(seed) is ${commit}, not the published commit ${record.commit}`);
-  const key = await crypto.subtle.importKey("raw", seed, { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
+  if (commit !== String(record.commit || "").toLowerCase()) reasons.push(`sha256(seed) is ${commit}, not the published commit ${record.commit}`);
+  for (let i = 1; i < entrants.length; i++) {
+    if (entrants[i - 1] >= entrants[i]) {
+      reasons.push(`entrant ${entrants[i]} is listed ${entrants[i - 1] === entrants[i] ? "twice" : "out of order"}`);
+      break;
+    }
+  }
+  if (typeof record.entrants_count === "number" && record.entrants_count !== entrants.length) {
+    reasons.push(`${entrants.length} entrants listed but entrants_count says ${record.entrants_count}`);
+  }
   const enc = new TextEncoder();
+  if (record.entrants_sha256) {
+    const digest = hex(await crypto.subtle.digest("SHA-256", enc.encode(entrants.join("\n"))));
+    if (digest !== record.entrants_sha256) reasons.push("the entrants are not the list that was drawn (their sha256 differs from entrants_sha256)");
+  }
+  const key = await crypto.subtle.importKey("raw", seed, { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
   const scored = [];
-  for (const user of record.entrants) {
+  for (const user of entrants) {
     scored.push([hex(await crypto.subtle.sign("HMAC", key, enc.encode(user))), user]);
   }
   scored.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
-  const expected = scored.slice(0, record.winners_count ?? record.winners.length).map((x) => x[1]);
-  const got = [...record.winners];
-  if (JSON.stringify([...expected].sort()) !== JSON.stringify([...got].sort())) {
+  const expected = scored.slice(0, record.winners_count ?? winners.length).map((x) => x[1]);
+  const strangers = winners.filter((w) => !entrants.includes(w));
+  if (strangers.length) reasons.push(`winner ${strangers[0]} is not an entrant`);
+  else if (JSON.stringify([...expected].sort()) !== JSON.stringify([...winners].sort())) {
     reasons.push(`the winners recomputed from the entrants are ${expected.join(", ") || "nobody"}`);
   }
-  return { ok: reasons.length === 0, reasons, expected };
+  return { ok: reasons.length === 0, reasons, expected, ranked: scored.map(([hmac, user]) => ({ user, hmac })) };
 }
