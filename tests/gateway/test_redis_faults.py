@@ -403,7 +403,18 @@ async def test_sigkill_of_redis_under_load_loses_nothing_acknowledged(
         await asyncio.sleep(1.5)
         killed.set()
         d.server.stop(kill=True)  # SIGKILL mid-load: no graceful shutdown, no final fsync
-        await asyncio.gather(*load)
+        try:
+            await asyncio.gather(*load)
+        except TimeoutError:
+            # Rare on a loaded box: say what the clients and gateways saw, for the next look.
+            clients = talkers + buyers + entrants
+            seen = {
+                "close codes": [c.close_codes for c in clients if c.close_codes],
+                "connected": sum(c._connected.is_set() for c in clients),
+            }
+            logs = "\n".join(p.log_path.read_text()[-3000:] for p in g)
+            unanswered = f"an op went unanswered for {KILL_BOUND_S} s: {seen}\n{logs}"
+            raise AssertionError(unanswered) from None
         d.server.start()  # same port, same data dir: replays the AOF
         # The load really ran before the kill, and each worker stopped at its first failure.
         for ledger, workers in ((danmaku, 4), (orders, 6), (tickets, 1), (entries, 1)):
