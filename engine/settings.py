@@ -57,6 +57,9 @@ class MediaSettings:
     """Audio packets (20 ms each) a viewer may fall behind before it skips to the live edge."""
 
     # -- fan-out
+    lean_sender: bool = True
+    """Viewers' senders run the lean RTP loop (media/rtc.py ``shared_sender``: header, SRTP,
+    send). False keeps aiortc's own loop: only for the benchmark's comparison."""
     viewer_queue_frames: int = 30
     """Frames a viewer may fall behind the room before it skips to the next keyframe."""
     keyframe_request_gap_s: float = 0.5

@@ -537,7 +537,13 @@ def _machine() -> str:
     )
 
 
-def _markdown(shared: Series, per_viewer: Series, args: argparse.Namespace, cmd: str) -> str:
+def _markdown(
+    shared: Series,
+    per_viewer: Series,
+    args: argparse.Namespace,
+    cmd: str,
+    aiortc_loop: Series | None = None,
+) -> str:
     ss, ps = shared.per_added_viewer(), per_viewer.per_added_viewer()
     sa, pa = shared.per_viewer_at_max(), per_viewer.per_viewer_at_max()
     last_ok = shared.last_held
@@ -575,6 +581,27 @@ def _markdown(shared: Series, per_viewer: Series, args: argparse.Namespace, cmd:
         " sustains with no frame or audio loss "
         f"| **{shared.sustained}** | {per_viewer.sustained} |",
         "",
+    ]
+    if aiortc_loop is not None:
+        al = aiortc_loop.per_added_viewer()
+        lines += [
+            "The shared column runs the lean RTP loop (`media/rtc.py` `shared_sender`: header,",
+            "SRTP, send). The same shared packets through aiortc's own RTP loop"
+            " (`LIVEROOM_MEDIA_LEAN_SENDER=0`), in the same run:"
+            f" {al:.2f}% of a core per added viewer ({al / ss if ss > 0 else float('nan'):.2f}x"
+            f" the lean loop), {aiortc_loop.sustained} viewers sustained.",
+            "",
+            "| viewers | media CPU, lean loop | media CPU, aiortc's loop"
+            " | fps min, lean / aiortc |",
+            "|---:|---:|---:|---:|",
+        ]
+        for a, b in zip(shared.steps, aiortc_loop.steps, strict=False):
+            lines.append(
+                f"| {a.viewers} | {a.server_cpu:.1f} | {b.server_cpu:.1f} |"
+                f" {a.fps_min:.1f} / {b.fps_min:.1f} |"
+            )
+        lines.append("")
+    lines += [
         "Shared packets, step by step:",
         "",
         "| viewers | media CPU (% core) | viewer processes CPU | fps min / avg | lost | skips |"
@@ -672,10 +699,21 @@ async def _main(args: argparse.Namespace) -> None:
             )
             print("shared packets (liveroom):", flush=True)
             shared = await _series("shared", redis.url, env, steps, args, Path(tmp))
+            aiortc_loop = None
+            if args.compare_loop:
+                print("shared packets, aiortc's own RTP loop:", flush=True)
+                aiortc_loop = await _series(
+                    "shared-aiortc-loop",
+                    redis.url,
+                    {**env, "LIVEROOM_MEDIA_LEAN_SENDER": "0"},
+                    steps,
+                    args,
+                    Path(tmp),
+                )
         finally:
             redis.stop()
     cmd = "python -m loadtest.media " + " ".join(sys.argv[1:])
-    md = _markdown(shared, per_viewer, args, cmd)
+    md = _markdown(shared, per_viewer, args, cmd, aiortc_loop)
     print()
     print(md)
     if args.write_md:
@@ -702,8 +740,12 @@ def main() -> None:
     p.add_argument(
         "--wait-quiet", type=float, default=300, help="seconds to wait for an idle machine"
     )
+    p.add_argument("--no-audio", dest="audio", action="store_false", help="viewers take video only")
     p.add_argument(
-        "--no-audio", dest="audio", action="store_false", help="viewers take video only"
+        "--no-compare-loop",
+        dest="compare_loop",
+        action="store_false",
+        help="skip the series with aiortc's own RTP loop",
     )
     p.add_argument("--write-md", help="write the section into this file (docs/BENCHMARKS.md)")
     asyncio.run(_main(p.parse_args()))

@@ -26,6 +26,8 @@ from typing import Generic, TypeVar
 from aiortc import RTCRtpSender
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from media.rtc import shared_sender
+
 T = TypeVar("T")
 
 
@@ -52,12 +54,16 @@ class SharedPacker:
         raise TypeError("a shared feed never hands raw frames to a viewer's sender")
 
 
-def attach_sender(sender: RTCRtpSender, feed: Feed) -> None:
+def attach_sender(sender: RTCRtpSender, feed: Feed, *, lean: bool = True) -> None:
     """Make ``sender`` a pure writer of ``feed``: no encoder of its own (aiortc creates one
     lazily, only if none is set), and keyframe requests (PLI/FIR) go to the room's encoder,
-    which rate-limits them. Both hooks are aiortc 1.x internals, covered by the media tests."""
+    which rate-limits them. With ``lean`` (the default) it also runs ``shared_sender``'s
+    leaner RTP loop: header, SRTP, send. All are aiortc 1.x internals (media/rtc.py), covered
+    by the media tests."""
     sender._RTCRtpSender__encoder = SharedPacker()  # type: ignore[attr-defined]
     sender._send_keyframe = feed.request_keyframe  # type: ignore[method-assign]
+    if lean:
+        shared_sender(sender)
 
 
 @dataclass(slots=True)

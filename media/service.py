@@ -179,13 +179,13 @@ class MediaService:
             s.track = track = ViewerTrack(feed)
             transceiver = pc.addTransceiver(track, direction="sendonly")
             transceiver.setCodecPreferences(codec_preferences(codec))
-            attach_sender(transceiver.sender, feed)
+            attach_sender(transceiver.sender, feed, lean=self.media.lean_sender)
             if offer.wants_opus:  # the room's sound: the same shared packets for every viewer
                 audio = rm.audio()
                 s.audio_track = AudioViewerTrack(audio)
                 sound = pc.addTransceiver(s.audio_track, direction="sendonly")
                 sound.setCodecPreferences(opus_only())
-                attach_sender(sound.sender, audio)
+                attach_sender(sound.sender, audio, lean=self.media.lean_sender)
             self._watch(s)
             try:
                 await pc.setRemoteDescription(RTCSessionDescription(offer.text, "offer"))

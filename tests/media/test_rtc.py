@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 from array import array
+from typing import Any
 
 import av
 from aiortc import RTCPeerConnection
 
 from media.audio import PACKET_SAMPLES
-from media.fanout import AudioViewerTrack, EncodedFrame, Feed, attach_sender
-from media.rtc import ntp_now, opus_only, tap_receiver
+from media.fanout import AudioViewerTrack, EncodedFrame, Feed, ViewerTrack, attach_sender
+from media.rtc import codec_preferences, ntp_now, opus_only, tap_receiver
 from tests.media.support import NO_ICE_SERVERS, ToneTrack
 
 
@@ -83,3 +84,72 @@ def test_fast_ntp_clock_matches_aiortc() -> None:
 
     ours, theirs = ntp_now(), datetime_to_ntp(current_datetime())
     assert abs(ours - theirs) < (1 << 32) // 100  # within 10 ms (two clock reads)
+
+
+async def test_the_lean_sender_loop_sends_shared_packets_and_resends_on_nack() -> None:
+    """`shared_sender`: each shared payload goes out once, in order, with its own RTP header
+    (marker on a frame's last packet, the frame's timestamp), and a NACK (`_retransmit`) sends
+    the same payload again as RTX; the sender reports carry the last packet's timestamp."""
+    import struct
+
+    server, viewer = RTCPeerConnection(NO_ICE_SERVERS), RTCPeerConnection(NO_ICE_SERVERS)
+    feed = Feed("H264", 16)
+    track = ViewerTrack(feed)
+    got: list[tuple[int, int, int, bytes, int]] = []
+    try:
+        t = server.addTransceiver(track, direction="sendonly")
+        t.setCodecPreferences(codec_preferences("H264"))
+        attach_sender(t.sender, feed)  # lean by default
+        listen = viewer.addTransceiver("video", direction="recvonly")
+
+        async def capture(packet: Any, arrival_time_ms: int = 0) -> None:
+            got.append(
+                (
+                    packet.sequence_number,
+                    packet.timestamp,
+                    packet.marker,
+                    packet.payload,
+                    packet.ssrc,
+                )
+            )
+
+        listen.receiver._handle_rtp_packet = capture  # type: ignore[method-assign]
+        await _connect(viewer, server)
+        for _ in range(100):
+            if server.connectionState == "connected":
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.2)  # the sender's loop waits on the feed now
+        frames = [
+            EncodedFrame([f"p{k}-{i}".encode() for i in range(2)], 3000 * k, True, 4)
+            for k in range(5)
+        ]
+        for frame in frames:
+            feed.publish(frame)
+            await asyncio.sleep(0.01)
+        for _ in range(50):
+            if len(got) >= 10:
+                break
+            await asyncio.sleep(0.02)
+        assert [g[3] for g in got] == [p for f in frames for p in f.payloads]
+        seqs = [g[0] for g in got]
+        assert all((b - a) & 0xFFFF == 1 for a, b in zip(seqs, seqs[1:], strict=False))
+        assert [g[2] for g in got] == [0, 1] * 5  # the marker ends each frame
+        steps = {(got[i + 2][1] - got[i][1]) & 0xFFFFFFFF for i in range(0, 8, 2)}
+        assert steps == {3000}  # the frames' own timestamps, plus the sender's origin
+        sender = t.sender
+        assert sender._RTCRtpSender__rtp_timestamp == got[-1][1]  # type: ignore[attr-defined]
+        assert sender._RTCRtpSender__packet_count == 10  # type: ignore[attr-defined]
+
+        await sender._retransmit(seqs[3])  # a NACK for the 4th packet
+        for _ in range(50):
+            if len(got) > 10:
+                break
+            await asyncio.sleep(0.02)
+        seq, ts, _, payload, ssrc = got[10]
+        assert ssrc == sender._rtx_ssrc and ts == got[3][1]  # RTX (RFC 4588), same timestamp
+        assert payload == struct.pack("!H", seqs[3]) + got[3][3]  # the original seq, then data
+    finally:
+        track.stop()
+        await server.close()
+        await viewer.close()
