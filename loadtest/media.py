@@ -353,8 +353,15 @@ class Series:
 
     def per_added_viewer(self) -> float:
         """CPU (percent of a core) per viewer added between the first step and the largest
-        step that held: what one more viewer costs, the room's encoder left out."""
-        first, last = (self.steps[0] if self.steps else None), self.last_held
+        step that held with the media core below 90% busy: what one more viewer costs, the
+        room's encoder left out (a full core's CPU says nothing of what a viewer costs)."""
+        first = self.steps[0] if self.steps else None
+        last = None
+        for s in self.steps:
+            if not s.holds:
+                break
+            if s.server_cpu < 90:
+                last = s
         if first is None or last is None or last.viewers == first.viewers:
             return float("nan")
         return (last.server_cpu - first.server_cpu) / (last.viewers - first.viewers)
@@ -573,7 +580,8 @@ def _markdown(
         "",
         "| | shared packets (liveroom) | per-viewer encode (peer) |",
         "|---|---|---|",
-        f"| media CPU per added viewer | {ss:.2f}% of a core | {ps:.2f}% of a core "
+        f"| media CPU per added viewer (steps below 90% of the core) | {ss:.2f}% of a core"
+        f" | {ps:.2f}% of a core "
         f"({ps / ss if ss > 0 else float('nan'):.0f}x) |",
         f"| media CPU per viewer at the largest step that held, encoding included "
         f"| {sa:.2f}% | {pa:.2f}% ({pa / sa if sa > 0 else float('nan'):.0f}x) |",
@@ -628,12 +636,16 @@ def _markdown(
     if last_ok is not None:
         lines.append(
             f"At {last_ok.viewers} viewers the media process used {last_ok.server_cpu:.0f}% of "
-            f"its core; CPU grows less than linearly with viewers because a busier event loop "
-            "handles more sends per wake-up."
+            "its core."
         )
     if first_bad is not None:
         client_cores = max(1, (os.cpu_count() or 2) - 1)
-        if first_bad.server_cpu >= 90:
+        if first_bad.server_cpu >= 90 and first_bad.client_cpu >= 90 * client_cores:
+            bound = (
+                "both the media process and the viewer processes (all cores were full): on"
+                " this machine the viewers' side runs out as soon as the media process does"
+            )
+        elif first_bad.server_cpu >= 90:
             bound = "the media process (its core was full)"
         elif first_bad.client_cpu >= 90 * client_cores:
             bound = "the viewer processes (their cores were full), not the media process"
