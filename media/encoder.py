@@ -12,11 +12,10 @@ import fractions
 import threading
 
 import av
-from aiortc.codecs.h264 import H264Encoder
-from aiortc.codecs.vpx import Vp8Encoder
 from av.video.frame import PictureType, VideoFrame
 
 from engine.settings import MediaSettings
+from media.rtc import h264_payloads, vp8_payloads
 
 TIME_BASE = fractions.Fraction(1, 90_000)
 
@@ -33,11 +32,11 @@ class Packetizer:
 
     def payloads(self, data: bytes) -> list[bytes]:
         if self.codec == "H264":
-            return H264Encoder._packetize(H264Encoder._split_bitstream(data))
+            return h264_payloads(data)
         # VP8 descriptors number pictures: one sequence per stream, the same for all viewers
         # (a viewer that skips frames sees a gap, like packet loss, and resumes at a keyframe).
         self._picture_id = (self._picture_id + 1) % (1 << 15)
-        return Vp8Encoder._packetize(data, self._picture_id)
+        return vp8_payloads(data, self._picture_id)
 
 
 class VideoEncoder:

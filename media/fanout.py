@@ -26,7 +26,7 @@ from typing import Generic, TypeVar
 from aiortc import RTCRtpSender
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from media.rtc import shared_sender
+from media.rtc import take_over_sender
 
 T = TypeVar("T")
 
@@ -60,10 +60,7 @@ def attach_sender(sender: RTCRtpSender, feed: Feed, *, lean: bool = True) -> Non
     which rate-limits them. With ``lean`` (the default) it also runs ``shared_sender``'s
     leaner RTP loop: header, SRTP, send. All are aiortc 1.x internals (media/rtc.py), covered
     by the media tests."""
-    sender._RTCRtpSender__encoder = SharedPacker()  # type: ignore[attr-defined]
-    sender._send_keyframe = feed.request_keyframe  # type: ignore[method-assign]
-    if lean:
-        shared_sender(sender)
+    take_over_sender(sender, SharedPacker(), feed.request_keyframe, lean=lean)
 
 
 @dataclass(slots=True)

@@ -6,10 +6,11 @@ encryption of the packet. ``fast_clock`` swaps in the same NTP value computed fr
 ``time.time()``: identical results (microsecond resolution, as before), a fraction of the cost.
 It only ever replaces aiortc's function with an equal one, and only once per process.
 
-Every other aiortc internal the media role relies on is named here too, each with a test in
-tests/media/test_rtc.py: ``attach_sender`` (media/fanout.py: a sender's encoder and keyframe
-hook) and ``tap_receiver`` (a receiver's RTP entry point); pyproject.toml pins aiortc to the
-versions those tests cover.
+Every other aiortc internal the media role relies on is used here and only here, each with a
+test in tests/media/test_rtc.py: ``h264_payloads`` / ``vp8_payloads`` (aiortc's packetizers),
+``take_over_sender`` (a sender's encoder and keyframe hook), ``shared_sender`` (its RTP loop)
+and ``tap_receiver`` (a receiver's RTP entry point). pyproject.toml pins aiortc to the versions
+those tests cover.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiortc import RTCRtpReceiver, RTCRtpSender, clock
+from aiortc.codecs.h264 import H264Encoder
+from aiortc.codecs.vpx import Vp8Encoder
 from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcdtlstransport import State as DtlsState
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability, RTCRtpCodecParameters
@@ -55,6 +58,36 @@ def codec_preferences(codec: str) -> list[RTCRtpCodecCapability]:
     mime = f"video/{codec}".lower()
     caps = RTCRtpSender.getCapabilities("video").codecs
     return [c for c in caps if c.mimeType.lower() in (mime, "video/rtx")]
+
+
+def h264_payloads(data: bytes) -> list[bytes]:
+    """RTP payloads of one H.264 access unit (Annex B), cut as aiortc's encoder cuts them
+    (its private ``_split_bitstream`` and ``_packetize``: STAP-A and FU-A, packetization
+    mode 1)."""
+    return H264Encoder._packetize(H264Encoder._split_bitstream(data))
+
+
+def vp8_payloads(data: bytes, picture_id: int) -> list[bytes]:
+    """RTP payloads of one VP8 frame, with aiortc's payload descriptor (its private
+    ``Vp8Encoder._packetize``)."""
+    return Vp8Encoder._packetize(data, picture_id)
+
+
+def take_over_sender(
+    sender: RTCRtpSender,
+    packer: object,
+    on_keyframe_request: Callable[[], None],
+    *,
+    lean: bool = True,
+) -> None:
+    """Make ``sender`` hand on what its track gives (``packer`` in place of the encoder that
+    aiortc creates lazily, only if none is set: its private ``__encoder``), send keyframe
+    requests (PLI/FIR, aiortc's ``_send_keyframe``) to the room's encoder, and, with ``lean``,
+    run ``shared_sender``'s loop."""
+    sender._RTCRtpSender__encoder = packer  # type: ignore[attr-defined]
+    sender._send_keyframe = on_keyframe_request  # type: ignore[method-assign]
+    if lean:
+        shared_sender(sender)
 
 
 def opus_only() -> list[RTCRtpCodecCapability]:

@@ -153,3 +153,30 @@ async def test_the_lean_sender_loop_sends_shared_packets_and_resends_on_nack() -
         track.stop()
         await server.close()
         await viewer.close()
+
+
+def test_aiortcs_packetizers_cut_h264_and_vp8_into_rtp_sized_payloads() -> None:
+    """`h264_payloads` / `vp8_payloads`: a real encoded frame comes out as payloads no bigger
+    than aiortc's packet size (1300 bytes), which aiortc's depacketizers put back together."""
+    from aiortc.codecs import depayload
+    from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+
+    from engine.settings import MediaSettings
+    from media.encoder import VideoEncoder
+    from media.rtc import h264_payloads, vp8_payloads
+    from media.sources import PatternSource
+
+    frame = PatternSource(320, 240, 30).render(7)
+    for codec, cut in (("H264", h264_payloads), ("VP8", lambda d: vp8_payloads(d, 1))):
+        [(packet, key)] = VideoEncoder(codec, MediaSettings(width=320, height=240)).encode(frame, 0)
+        data = bytes(packet)
+        payloads = cut(data)
+        assert key and len(payloads) > 1 and all(len(p) <= 1300 for p in payloads)
+        params = RTCRtpCodecParameters(mimeType=f"video/{codec}", clockRate=90000, payloadType=96)
+        rebuilt = b"".join(depayload(params, p) for p in payloads)
+        if codec == "VP8":
+            assert rebuilt == data
+        else:  # Annex B again, NAL by NAL (start codes as the depacketizer writes them)
+            assert rebuilt.replace(b"\x00\x00\x00\x01", b"") == data.replace(
+                b"\x00\x00\x00\x01", b""
+            ).replace(b"\x00\x00\x01", b"")
