@@ -142,89 +142,102 @@ def shared_sender(sender: RTCRtpSender) -> None:
     / ``__rtx_sequence_number``; ``RTCDtlsTransport._tx_srtp`` / ``_state`` / ``transport``;
     ``RTCIceTransport._connection`` and aioice's ``Connection._nominated[1]`` (the selected
     pair: ``protocol.transport``, ``remote_addr``)."""
-    p = "_RTCRtpSender__"
+    negotiated = [0]
 
     async def run_rtp(codec: RTCRtpCodecParameters) -> None:
-        getattr(sender, p + "rtp_started").set()
-        ext_map: HeaderExtensionsMap = getattr(sender, p + "rtp_header_extensions_map")
-        history: dict[int, object] = getattr(sender, p + "rtp_history")
-        mid = getattr(sender, p + "mid")
-        dtls = sender.transport
-        connection = dtls.transport._connection
-        protect = dtls._tx_srtp.protect
-        pt, ssrc = codec.payloadType, sender._ssrc
-        seq, origin = random_sequence_number(), random32()
-        octets = packets = 0
-        try:
-            while True:
-                track = getattr(sender, p + "track")
-                if track is None:
-                    await asyncio.sleep(0.02)
-                    continue
-                frame = await track.recv()
-                if not sender._enabled:
-                    continue
-                if dtls._state is not DtlsState.CONNECTED:
-                    raise ConnectionError("DTLS is not connected")
-                pair = connection._nominated.get(1)
-                if pair is None:
-                    raise ConnectionError("no selected ICE pair")
-                send, addr = pair.protocol.transport.sendto, pair.remote_addr
-                ts = (origin + frame.timestamp) & 0xFFFFFFFF
-                ntp = clock.current_ntp_time()
-                ext = HeaderExtensions(mid=mid, abs_send_time=(ntp >> 14) & 0x00FFFFFF)
-                profile, value = ext_map.set(ext)
-                first = 0x90 if value else 0x80
-                block = _EXT_HEADER.pack(profile, len(value) >> 2) + value if value else b""
-                last = len(frame.payloads) - 1
-                for i, payload in enumerate(frame.payloads):
-                    marker = 1 if i == last else 0
-                    head = _RTP_HEADER.pack(first, (marker << 7) | pt, seq, ts, ssrc)
-                    send(protect(head + block + payload), addr)
-                    history[seq % RTP_HISTORY_SIZE] = _Sent(seq, ts, marker, payload, ext)
-                    octets += len(payload)
-                    packets += 1
-                    seq = (seq + 1) & 0xFFFF
-                setattr(sender, p + "ntp_timestamp", ntp)
-                setattr(sender, p + "rtp_timestamp", ts)
-                setattr(sender, p + "octet_count", octets)
-                setattr(sender, p + "packet_count", packets)
-        except (asyncio.CancelledError, ConnectionError, OSError, MediaStreamError):
-            pass
-        finally:
-            track = getattr(sender, p + "track")
-            if track is not None:
-                track.stop()
-                setattr(sender, p + "track", None)
-            getattr(sender, p + "rtp_exited").set()
+        negotiated[0] = codec.payloadType
+        await _lean_rtp_loop(sender, codec)
 
     async def retransmit(sequence_number: int) -> None:
-        sent = getattr(sender, p + "rtp_history").get(sequence_number % RTP_HISTORY_SIZE)
-        if not isinstance(sent, _Sent) or sent.sequence_number != sequence_number:
-            return
-        packet = RtpPacket(
-            payload_type=negotiated[0],
-            marker=sent.marker,
-            sequence_number=sent.sequence_number,
-            timestamp=sent.timestamp,
-            ssrc=sender._ssrc,
-            payload=sent.payload,
-        )
-        packet.extensions = sent.extensions
-        rtx_pt = getattr(sender, p + "rtx_payload_type")
-        if rtx_pt is not None:
-            rtx_seq = getattr(sender, p + "rtx_sequence_number")
-            packet = wrap_rtx(
-                packet, payload_type=rtx_pt, sequence_number=rtx_seq, ssrc=sender._rtx_ssrc
-            )
-            setattr(sender, p + "rtx_sequence_number", (rtx_seq + 1) & 0xFFFF)
-        ext_map = getattr(sender, p + "rtp_header_extensions_map")
-        await sender.transport._send_rtp(packet.serialize(ext_map))
+        await _lean_retransmit(sender, sequence_number, negotiated[0])
 
-    async def start_rtp(codec: RTCRtpCodecParameters) -> None:
-        negotiated[0] = codec.payloadType
-        await run_rtp(codec)
-
-    negotiated = [0]
-    sender._run_rtp = start_rtp  # type: ignore[method-assign]
+    sender._run_rtp = run_rtp  # type: ignore[method-assign]
     sender._retransmit = retransmit  # type: ignore[method-assign]
+
+
+_P = "_RTCRtpSender__"
+"""The prefix of RTCRtpSender's private (name-mangled) attributes."""
+
+
+async def _lean_rtp_loop(sender: RTCRtpSender, codec: RTCRtpCodecParameters) -> None:
+    """aiortc's ``RTCRtpSender._run_rtp``, for frames already cut into shared payloads."""
+    p = _P
+    getattr(sender, p + "rtp_started").set()
+    ext_map: HeaderExtensionsMap = getattr(sender, p + "rtp_header_extensions_map")
+    history: dict[int, object] = getattr(sender, p + "rtp_history")
+    mid = getattr(sender, p + "mid")
+    dtls = sender.transport
+    connection = dtls.transport._connection
+    protect = dtls._tx_srtp.protect
+    pt, ssrc = codec.payloadType, sender._ssrc
+    seq, origin = random_sequence_number(), random32()
+    octets = packets = 0
+    try:
+        while True:
+            track = getattr(sender, p + "track")
+            if track is None:
+                await asyncio.sleep(0.02)
+                continue
+            frame = await track.recv()
+            if not sender._enabled:
+                continue
+            if dtls._state is not DtlsState.CONNECTED:
+                raise ConnectionError("DTLS is not connected")
+            pair = connection._nominated.get(1)
+            if pair is None:
+                raise ConnectionError("no selected ICE pair")
+            send, addr = pair.protocol.transport.sendto, pair.remote_addr
+            ts = (origin + frame.timestamp) & 0xFFFFFFFF
+            ntp = clock.current_ntp_time()
+            ext = HeaderExtensions(mid=mid, abs_send_time=(ntp >> 14) & 0x00FFFFFF)
+            profile, value = ext_map.set(ext)
+            first = 0x90 if value else 0x80
+            block = _EXT_HEADER.pack(profile, len(value) >> 2) + value if value else b""
+            last = len(frame.payloads) - 1
+            for i, payload in enumerate(frame.payloads):
+                marker = 1 if i == last else 0
+                head = _RTP_HEADER.pack(first, (marker << 7) | pt, seq, ts, ssrc)
+                send(protect(head + block + payload), addr)
+                history[seq % RTP_HISTORY_SIZE] = _Sent(seq, ts, marker, payload, ext)
+                octets += len(payload)
+                packets += 1
+                seq = (seq + 1) & 0xFFFF
+            setattr(sender, p + "ntp_timestamp", ntp)  # what the sender reports say
+            setattr(sender, p + "rtp_timestamp", ts)
+            setattr(sender, p + "octet_count", octets)
+            setattr(sender, p + "packet_count", packets)
+    except (asyncio.CancelledError, ConnectionError, OSError, MediaStreamError):
+        pass
+    finally:
+        track = getattr(sender, p + "track")
+        if track is not None:
+            track.stop()
+            setattr(sender, p + "track", None)
+        getattr(sender, p + "rtp_exited").set()
+
+
+async def _lean_retransmit(sender: RTCRtpSender, sequence_number: int, pt: int) -> None:
+    """aiortc's ``RTCRtpSender._retransmit`` (a NACK), from the lean loop's history."""
+    p = _P
+    sent = getattr(sender, p + "rtp_history").get(sequence_number % RTP_HISTORY_SIZE)
+    if not isinstance(sent, _Sent) or sent.sequence_number != sequence_number:
+        return
+    packet = RtpPacket(
+        payload_type=pt,
+        marker=sent.marker,
+        sequence_number=sent.sequence_number,
+        timestamp=sent.timestamp,
+        ssrc=sender._ssrc,
+        payload=sent.payload,
+    )
+    packet.extensions = sent.extensions
+    rtx_pt = getattr(sender, p + "rtx_payload_type")
+    if rtx_pt is not None:
+        rtx_seq = getattr(sender, p + "rtx_sequence_number")
+        packet = wrap_rtx(
+            packet, payload_type=rtx_pt, sequence_number=rtx_seq, ssrc=sender._rtx_ssrc
+        )
+        setattr(sender, p + "rtx_sequence_number", (rtx_seq + 1) & 0xFFFF)
+    await sender.transport._send_rtp(
+        packet.serialize(getattr(sender, p + "rtp_header_extensions_map"))
+    )
