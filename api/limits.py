@@ -11,6 +11,10 @@ from typing import Any
 from engine.codec import dumps_json
 from engine.errors import TooLarge
 
+DRAIN_MOST = 8 << 20
+"""Most bytes of a too-large body read (and dropped, never held) so that its sender can read
+the 413."""
+
 
 class BodyLimit:
     """Refuse a request body past ``limit`` bytes with 413, never reading more than that: by its
@@ -29,6 +33,11 @@ class BodyLimit:
         declared = dict(scope.get("headers") or ()).get(b"content-length")
         if declared is not None:
             if declared.isdigit() and int(declared) > self.limit:
+                # Read (and drop) a body of modest size first: a server that answers and closes
+                # while the client still sends makes the client's TCP stack meet a reset, and it
+                # never sees the 413. Past DRAIN_MOST, the reset is the answer.
+                if int(declared) <= DRAIN_MOST:
+                    await self._discard(receive, True, DRAIN_MOST)
                 await self._refuse(send)
             else:
                 await self.app(scope, receive, send)
@@ -55,7 +64,7 @@ class BodyLimit:
 
         await self.app(scope, replay, send)
 
-    async def _discard(self, receive: Any, more: bool, most: int = 1 << 20) -> None:
+    async def _discard(self, receive: Any, more: bool, most: int = DRAIN_MOST) -> None:
         """Read (and drop) up to ``most`` more bytes of a body that is too large, so that a
         client still sending it can read the 413 instead of meeting a reset connection."""
         dropped = 0
