@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from engine.ids import RoomId
 from engine.settings import MediaSettings
-from media.audio import RATE, OpusEncoder, RtpClock, ToneSource
+from media.audio import PACKET_SAMPLES, RATE, OpusEncoder, RtpClock, ToneSource
 from media.encoder import TIME_BASE, Packetizer, VideoEncoder
 from media.fanout import EncodedFrame, Feed
 from media.sources import IngestSource, Source, SourceItem, open_builtin
@@ -97,7 +97,9 @@ class RoomMedia:
     def _builtin_source(self) -> Source | None:
         if self._builtin is None and self.builtin_spec is not None:
             s = self.settings
-            self._builtin = open_builtin(self.builtin_spec, s.width, s.height, s.fps, s.tone_hz)
+            self._builtin = open_builtin(
+                self.builtin_spec, s.width, s.height, s.fps, s.tone_hz, s.audio_bitrate
+            )
         return self._builtin
 
     @property
@@ -347,6 +349,16 @@ class RoomMedia:
 
     def _make(self, src: Source, item: SourceItem) -> list[tuple[Feed, EncodedFrame]]:
         """Producer thread: the encoded frames of one source item, for every watched feed."""
+        if item.sound is not None:  # a file's sound: Opus already, on the room clock
+            feed = self.audio_feed
+            if feed is None or not feed.viewers:
+                return []
+            ts = round((item.at - self._clock0) * RATE)
+            self.counters.audio_packets += len(item.sound)
+            return [
+                (feed, EncodedFrame([p], ts + k * PACKET_SAMPLES, True, len(p)))
+                for k, p in enumerate(item.sound)
+            ]
         work = self._work
         if not any(feed.viewers for feed, _, _ in work):
             self.counters.frames_dropped += 1

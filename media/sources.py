@@ -28,7 +28,7 @@ import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av.video.frame import VideoFrame
 
-from media.audio import PACKETS_PER_S, Tone, ToneSource
+from media.audio import PACKET_SAMPLES, PACKETS_PER_S, RATE, OpusEncoder, Tone, ToneSource
 
 BARCODE_BITS = 24
 BARCODE_ROWS = 16
@@ -44,8 +44,10 @@ class SourceItem:
     frame: VideoFrame | None = None
     """A raw frame to encode..."""
     packet: av.Packet | None = None
-    """...or an encoded packet (file sources)."""
+    """...or an encoded packet (file sources)..."""
     keyframe: bool = False
+    sound: list[bytes] | None = None
+    """...or Opus packets of 20 ms each, the first at ``at`` (a file's sound)."""
 
 
 class Source(Protocol):
@@ -180,12 +182,14 @@ class PatternSource:
 
 
 class FileSource:
-    """Demuxes (never decodes) the first video stream of a file, paced by its timestamps."""
+    """Demuxes (never decodes) the first video stream of a file, paced by its timestamps, and
+    its first audio stream beside it: Opus (WebM) is passed on as it is; any other codec (AAC
+    in MP4 or MPEG-TS) is decoded and encoded to Opus once, for every listener."""
 
     name = "file"
-    audio = None
+    audio = None  # (the sound comes interleaved with the video, as ``SourceItem.sound``)
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, audio_bitrate: int = 64_000) -> None:
         p = Path(path)
         if not p.is_file():
             raise FileNotFoundError(f"no media file at {path}")
@@ -206,7 +210,12 @@ class FileSource:
         self._tb = self._stream.time_base or fractions.Fraction(1, 90_000)
         rate = self._stream.average_rate or self._stream.guessed_rate or 30
         self._frame_s = float(1 / rate)
-        self._demux = self._container.demux(self._stream)
+        sounds = self._container.streams.audio
+        self._sound = sounds[0] if sounds else None
+        self._transcode: _ToOpus | None = None
+        if self._sound is not None and self._sound.codec_context.name != "opus":
+            self._transcode = _ToOpus(audio_bitrate)
+        self._demux = self._container.demux(*self._streams())
         self._first: float | None = None
         self._last = 0.0
         self._offset = 0.0
@@ -214,41 +223,75 @@ class FileSource:
         self._lock = threading.Lock()
         self.loops = 0
 
-    def _packets(self) -> list[av.Packet]:
+    def _streams(self) -> list[av.stream.Stream]:
+        return [self._stream] + ([self._sound] if self._sound is not None else [])
+
+    def _packets(self) -> tuple[list[av.Packet], bool]:
+        """The next packets (one, or what the bitstream filter makes of it), and whether they
+        are sound."""
         for _ in range(2):
             for packet in self._demux:
                 if packet.size == 0 or packet.pts is None and packet.dts is None:
                     continue
-                return list(self._bsf.filter(packet)) if self._bsf else [packet]
+                if packet.stream is not self._stream:
+                    return [packet], True
+                return (list(self._bsf.filter(packet)) if self._bsf else [packet]), False
             # End of file: loop, continuing the timeline after the last frame.
             self.loops += 1
             self._offset += self._last - (self._first or 0.0) + self._frame_s
-            self._first = None
+            self._first, self._last = None, 0.0
             self._container.seek(0, stream=self._stream)
-            self._demux = self._container.demux(self._stream)
-        return []
+            self._demux = self._container.demux(*self._streams())
+        return [], False
 
     def next(self, stop: threading.Event) -> SourceItem | None:
-        with self._lock:
-            packets = self._packets()
-            if not packets:
-                return None  # a file without a single packet
-            packet = packets[0]
-            ts = float((packet.pts if packet.pts is not None else packet.dts) * self._tb)
-            if self._first is None:
-                self._first = ts
-            self._last = ts
-            now = time.monotonic()
-            if self._t0 is None:
-                self._t0 = now
-            at = self._t0 + self._offset + (ts - self._first)
-        if at > now and stop.wait(at - now):
-            return None
-        return SourceItem(at, packet=packet, keyframe=bool(packet.is_keyframe))
+        while True:
+            with self._lock:
+                packets, sound = self._packets()
+                if not packets:
+                    return None  # a file without a single packet
+                packet = packets[0]
+                tb = packet.time_base or self._tb
+                ts = float((packet.pts if packet.pts is not None else packet.dts) * tb)
+                if self._first is None:
+                    self._first = ts
+                self._last = max(self._last, ts)
+                now = time.monotonic()
+                if self._t0 is None:
+                    self._t0 = now
+                at = self._t0 + self._offset + (ts - self._first)
+                opus = None
+                if sound:
+                    opus = self._transcode.encode(packet) if self._transcode else [bytes(packet)]
+            if sound and not opus:
+                continue  # (a codec's first packets may make no sound yet)
+            if at > now and stop.wait(at - now):
+                return None
+            if sound:
+                return SourceItem(at, sound=opus)
+            return SourceItem(at, packet=packet, keyframe=bool(packet.is_keyframe))
 
     def close(self) -> None:
         with self._lock:
             self._container.close()
+
+
+class _ToOpus:
+    """A file's sound in another codec (AAC...), decoded and encoded to Opus once."""
+
+    def __init__(self, bitrate: int) -> None:
+        self._resample = av.AudioResampler(
+            format="s16", layout="mono", rate=RATE, frame_size=PACKET_SAMPLES
+        )
+        self._opus = OpusEncoder(bitrate)
+
+    def encode(self, packet: av.Packet) -> list[bytes]:
+        out: list[bytes] = []
+        for frame in packet.decode():
+            frame.pts = None  # the resampler re-times; the room clock comes from ``at``
+            for chunk in self._resample.resample(frame):
+                out += self._opus.encode(chunk)
+        return out
 
 
 # -- WHIP ingest -----------------------------------------------------------------------------
@@ -312,10 +355,12 @@ class IngestSource:
         self.track.stop()
 
 
-def open_builtin(spec: dict, width: int, height: int, fps: int, tone_hz: int = 440) -> Source:
+def open_builtin(
+    spec: dict, width: int, height: int, fps: int, tone_hz: int = 440, audio_bitrate: int = 64_000
+) -> Source:
     """The built-in source a room was created with (``media`` in PROTOCOL.md §6)."""
     if spec.get("source") == "pattern":
         return PatternSource(width, height, fps, tone_hz)
     if spec.get("source") == "file":
-        return FileSource(str(spec.get("path", "")))
+        return FileSource(str(spec.get("path", "")), audio_bitrate)
     raise ValueError(f"unknown media source {spec.get('source')!r}")

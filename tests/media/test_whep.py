@@ -216,3 +216,24 @@ async def _ready(value: bool) -> bool:
 
 async def _value(coro, want: int) -> bool:  # type: ignore[no-untyped-def]
     return await coro == want
+
+
+async def test_file_rooms_play_their_sound_too(media_proc: Proc, tmp_path: Path) -> None:
+    """A file's sound reaches listeners: Opus from WebM as it is, AAC from MPEG-TS encoded to
+    Opus once; the pictures still are not encoded at all."""
+    from tests.media.test_sources import _write
+
+    for name, video, sound in (("s.webm", "libvpx", "libopus"), ("s.ts", "libx264", "aac")):
+        path = tmp_path / name
+        _write(path, video, frames=60, sound=sound)
+        room = unique("filesound")
+        await create_room(media_proc.http_url, room, media={"source": "file", "path": str(path)})
+        v = await WhepViewer(media_proc.http_url, room, token("fs"), audio=True).start()
+        try:
+            await v.wait_frames(10)
+            await wait_for(lambda v=v: _ready(v.loudness() > 0.05), timeout=10)
+            stats = await media_stats(media_proc.http_url, room)
+            assert stats["encoders"] == 0 and stats["audio"]["packets"] > 0
+        finally:
+            await v.delete()
+            await v.close()
