@@ -4,7 +4,8 @@
   clock and a frame counter) with the frame number also written as a bar code along the
   bottom, so that a test can read it back from decoded video and tell frozen video at once.
 - ``FileSource``: a media file (MPEG-TS or MP4 with H.264 baseline, WebM with VP8), demuxed
-  without decoding and looped; its packets go to viewers as they are.
+  without decoding and looped; its packets go to viewers as they are, and its sound beside
+  them as Opus (passed on, or encoded once from AAC).
 - ``IngestSource``: the video track of a host's WHIP session, decoded by aiortc.
 
 A source is read by its room's producer thread, never by the event loop: ``next(stop)`` blocks
