@@ -149,7 +149,8 @@ async ({url, token}) => {
   if (res.status !== 201) return {status: res.status, body: text};
   await pc.setRemoteDescription({type: 'answer', sdp: text});
   window.publisher = pc;
-  return {status: res.status, kinds: stream.getTracks().map((t) => t.kind).sort()};
+  return {status: res.status, location: res.headers.get('Location'),
+          kinds: stream.getTracks().map((t) => t.kind).sort()};
 }
 """
 
@@ -199,7 +200,7 @@ async ({url, token}) => {
   const text = await res.text();
   if (res.status !== 201) return {status: res.status, body: text};
   await pc.setRemoteDescription({type: 'answer', sdp: text});
-  return {status: res.status};
+  return {status: res.status, location: res.headers.get('Location')};
 }
 """
 
@@ -218,6 +219,7 @@ async def test_chromium_publishes_camera_and_microphone_and_chromium_viewers_hea
     await create_room(media_proc.http_url, room)  # no built-in source: waits for WHIP
     host = token("studio", "host", rooms=[room])
     fake = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
+    locations: list[str] = []
     async with playwright.async_playwright() as p:
         studio = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS + fake)
         audience = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
@@ -229,6 +231,7 @@ async def test_chromium_publishes_camera_and_microphone_and_chromium_viewers_hea
             )
             assert r["status"] == 201, r
             assert r["kinds"] == ["audio", "video"]
+            locations.append(r["location"])
 
             async def listener(user: str) -> object:
                 page = await (await audience.new_context()).new_page()
@@ -238,6 +241,7 @@ async def test_chromium_publishes_camera_and_microphone_and_chromium_viewers_hea
                     {"url": f"{media_proc.http_url}/whep/rooms/{room}", "token": token(user)},
                 )
                 assert r["status"] == 201, r
+                locations.append(r["location"])
                 return page
 
             async def hears_and_sees(page: object, timeout: float = 20) -> dict:
@@ -259,5 +263,10 @@ async def test_chromium_publishes_camera_and_microphone_and_chromium_viewers_hea
             later = await listener("latecomer")
             await hears_and_sees(later)
         finally:
+            async with httpx.AsyncClient(base_url=media_proc.http_url) as c:
+                for location in locations:  # closing a browser is no DELETE: end them here
+                    await c.delete(location)
             await studio.close()
             await audience.close()
+    stats = await media_stats(media_proc.http_url, room)
+    assert stats["viewers"] == 0 and stats["sessions"] == []
