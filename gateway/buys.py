@@ -14,8 +14,13 @@ from typing import Any
 from engine import scripts
 from engine.errors import Unavailable
 from engine.sales import Order, SaleLedger, answer_to_order
+from engine.store import REPLY_TIMEOUT_S
 
 log = logging.getLogger("liveroom.buys")
+
+TRIP_TIMEOUT_S = 2 * REPLY_TIMEOUT_S + 2
+"""Longest one batch's round trip may take, SCRIPT EXISTS and reconnects included, before its
+buyers are answered `unavailable` (the script's own deadline makes a late write do nothing)."""
 
 
 class BuyBatcher:
@@ -26,11 +31,13 @@ class BuyBatcher:
         enabled: bool = True,
         max_batch: int = 512,
         max_pending: int = 10_000,
+        trip_timeout_s: float = TRIP_TIMEOUT_S,
     ) -> None:
         self.ledger = ledger
         self.enabled = enabled
         self.max_batch = max_batch
         self.max_pending = max_pending
+        self.trip_timeout_s = trip_timeout_s
         self.pending = 0
         self._queue: list[tuple[list[str], list[Any], asyncio.Future[bytes]]] = []
         self._flushing = False
@@ -67,10 +74,22 @@ class BuyBatcher:
                 batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
                 self.batches += 1
                 try:
-                    async with self.ledger.redis.pipeline(transaction=False) as p:
-                        for keys, args, _ in batch:
-                            await self.ledger.buy_script(keys=keys, args=args, client=p)
-                        results = await p.execute(raise_on_error=False)
+                    async with asyncio.timeout(self.trip_timeout_s):
+                        async with self.ledger.redis.pipeline(transaction=False) as p:
+                            for keys, args, _ in batch:
+                                await self.ledger.buy_script(keys=keys, args=args, client=p)
+                            results = await p.execute(raise_on_error=False)
+                except TimeoutError:
+                    # Every wait inside has its own bound; this one holds whatever slips past
+                    # them, so that a buyer always hears back (resending the same ref is safe).
+                    log.warning(
+                        "a buy trip took over %.1f s; answering unavailable", self.trip_timeout_s
+                    )
+                    late = Unavailable("purchases are slow to confirm; resend the same ref")
+                    for _, _, fut in batch:
+                        if not fut.done():
+                            fut.set_exception(late)
+                    continue
                 except Exception as exc:  # the whole trip failed: every caller learns it
                     for _, _, fut in batch:
                         if not fut.done():

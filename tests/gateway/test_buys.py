@@ -44,3 +44,45 @@ async def test_batched_attempts_each_stay_atomic_and_the_queue_is_bounded(
     with pytest.raises(Unavailable):
         await full.buy(keys, args)
     assert full.pending == 0
+
+
+async def test_a_trip_that_never_comes_back_is_answered_unavailable(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Whatever hangs inside a batch's round trip, its buyers hear `unavailable` within the
+    trip's bound, and the next batch works once Redis answers again."""
+    import os
+    import signal
+
+    from engine.store import connect
+    from runtime.redis_server import RedisServer
+
+    server = RedisServer(tmp_path / "redis", appendonly=False).start()
+    redis = connect(server.url)
+    try:
+        ledger = SaleLedger(redis, Settings(secret=SECRET, redis_url=server.url))
+        room = RoomId(unique("trip"))
+        sale = await ledger.create(
+            room, NewSale("sku", "Cup", 100, stock=50, per_user_limit=5, duration_s=60)
+        )
+        batcher = BuyBatcher(ledger, trip_timeout_s=0.3)  # far below the 3 s reply timeout
+        keys, args = ledger.buy_call(room, sale["id"], "u", "r1", 1, None, time.time())
+        assert server.proc is not None
+        os.kill(server.proc.pid, signal.SIGSTOP)  # Redis takes the command and never answers
+        try:
+            t0 = time.monotonic()
+            with pytest.raises(Unavailable):
+                await batcher.buy(keys, args)
+            assert time.monotonic() - t0 < 1.0
+        finally:
+            os.kill(server.proc.pid, signal.SIGCONT)
+        for _ in range(50):  # the stalled connection times out; then buys work again
+            try:
+                keys, args = ledger.buy_call(room, sale["id"], "u", "r2", 1, None, time.time())
+                assert (await batcher.buy(keys, args)).qty == 1
+                break
+            except Unavailable:
+                await asyncio.sleep(0.2)
+        else:
+            raise AssertionError("buys never worked again")
+    finally:
+        await redis.aclose()
+        server.stop()
