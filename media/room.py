@@ -317,7 +317,7 @@ class RoomMedia:
         self, src: ToneSource, opus: OpusEncoder, stop: threading.Event, generation: int
     ) -> None:
         """Producer thread of the room's own sound: 20 ms frames on the room clock, encoded
-        once (only while someone listens), handed to the loop like video frames."""
+        once (only while someone listens), then handed on like a file's sound (``_make``)."""
         loop = self._loop
         assert loop is not None
         try:
@@ -328,26 +328,18 @@ class RoomMedia:
                 feed = self.audio_feed
                 if feed is None or not feed.viewers:
                     continue
-                ts = round((item.at - self._clock0) * RATE)
-                frames = [EncodedFrame([p], ts, True, len(p)) for p in opus.encode(item.frame)]
+                frames = self._make(src, SourceItem(item.at, sound=opus.encode(item.frame)))
                 if frames:
-                    loop.call_soon_threadsafe(self._publish_audio, generation, frames)
+                    loop.call_soon_threadsafe(self._publish, generation, frames)
         except Exception:
             log.exception("the sound of room %s failed", self.room)
-
-    def _publish_audio(self, generation: int, frames: list[EncodedFrame]) -> None:
-        if generation != self._generation or self.closed or self.audio_feed is None:
-            return
-        for frame in frames:
-            self.audio_feed.publish(frame)
-            self.counters.audio_packets += 1
 
     def _pts(self, at: float) -> int:
         pts = max(round((at - self._clock0) * TIME_BASE.denominator), self._last_pts + 1)
         self._last_pts = pts
         return pts
 
-    def _make(self, src: Source, item: SourceItem) -> list[tuple[Feed, EncodedFrame]]:
+    def _make(self, src: Source | ToneSource, item: SourceItem) -> list[tuple[Feed, EncodedFrame]]:
         """Producer thread: the encoded frames of one source item, for every watched feed."""
         if item.sound is not None:  # a file's sound: Opus already, on the room clock
             feed = self.audio_feed

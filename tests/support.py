@@ -7,6 +7,7 @@ subprocesses, exactly as in production, and are killed or signalled like real on
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,6 +21,18 @@ from engine.tokens import issue
 from runtime.redis_server import free_port
 
 SECRET = "test-secret-0123456789abcdef0123456789"
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+"""Debian's Chromium, which every browser test drives (never one Playwright downloads)."""
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--autoplay-policy=no-user-gesture-required",
+]
 
 
 def token(

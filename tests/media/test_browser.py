@@ -6,7 +6,6 @@ CORS preflight. `getStats()` must show `framesDecoded` rising, for H.264 and for
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import AsyncIterator
 
 import httpx
@@ -14,22 +13,36 @@ import pytest
 import pytest_asyncio
 
 from tests.media.support import create_room, media_stats
-from tests.support import Proc, token, unique
+from tests.support import CHROMIUM, Proc, token, unique
+from tests.support import CHROMIUM_ARGS as ARGS
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--autoplay-policy=no-user-gesture-required",
-]
+OFFER_JS = """
+  // Non-trickle WHIP/WHEP: gather every candidate, POST the offer, apply the answer.
+  const offer = async (pc, url, token) => {
+    await pc.setLocalDescription(await pc.createOffer());
+    await new Promise((resolve) => {
+      if (pc.iceGatheringState === 'complete') return resolve();
+      pc.onicegatheringstatechange = () => pc.iceGatheringState === 'complete' && resolve();
+      setTimeout(resolve, 3000);
+    });
+    const res = await fetch(url, {
+      method: 'POST',
+      headers: {'Content-Type': 'application/sdp', 'Authorization': 'Bearer ' + token},
+      body: pc.localDescription.sdp,
+    });
+    const text = await res.text();
+    if (res.status !== 201) return {status: res.status, body: text};
+    await pc.setRemoteDescription({type: 'answer', sdp: text});
+    return {status: res.status, location: res.headers.get('Location')};
+  };
+"""
 
-WHEP_JS = """
+WHEP_JS = (
+    """
 async ({url, token, codec}) => {
-  const pc = new RTCPeerConnection();
+"""
+    + OFFER_JS
+    + """  const pc = new RTCPeerConnection();
   const tr = pc.addTransceiver('video', {direction: 'recvonly'});
   if (codec) {
     const caps = RTCRtpReceiver.getCapabilities('video').codecs;
@@ -39,24 +52,13 @@ async ({url, token, codec}) => {
   video.muted = true; video.autoplay = true; video.playsInline = true;
   document.body.appendChild(video);
   pc.ontrack = (e) => { video.srcObject = new MediaStream([e.track]); video.play(); };
-  await pc.setLocalDescription(await pc.createOffer());
-  await new Promise((resolve) => {
-    if (pc.iceGatheringState === 'complete') return resolve();
-    pc.onicegatheringstatechange = () => pc.iceGatheringState === 'complete' && resolve();
-    setTimeout(resolve, 3000);
-  });
-  const res = await fetch(url, {
-    method: 'POST',
-    headers: {'Content-Type': 'application/sdp', 'Authorization': 'Bearer ' + token},
-    body: pc.localDescription.sdp,
-  });
-  const text = await res.text();
-  if (res.status !== 201) return {status: res.status, body: text};
-  await pc.setRemoteDescription({type: 'answer', sdp: text});
+  const res = await offer(pc, url, token);
+  if (res.status !== 201) return res;
   window.pcs = (window.pcs || []).concat([pc]);
-  return {status: res.status, location: res.headers.get('Location')};
+  return res;
 }
 """
+)
 
 STATS_JS = """
 async (i) => {
@@ -129,34 +131,28 @@ async def _frames_after(page: object, i: int, n: int, timeout: float) -> dict:
         await asyncio.sleep(0.2)
 
 
-WHIP_JS = """
+WHIP_JS = (
+    """
 async ({url, token}) => {
-  const stream = await navigator.mediaDevices.getUserMedia({video: true, audio: true});
+"""
+    + OFFER_JS
+    + """  const stream = await navigator.mediaDevices.getUserMedia({video: true, audio: true});
   const pc = new RTCPeerConnection();
   for (const track of stream.getTracks()) pc.addTransceiver(track, {direction: 'sendonly'});
-  await pc.setLocalDescription(await pc.createOffer());
-  await new Promise((resolve) => {
-    if (pc.iceGatheringState === 'complete') return resolve();
-    pc.onicegatheringstatechange = () => pc.iceGatheringState === 'complete' && resolve();
-    setTimeout(resolve, 3000);
-  });
-  const res = await fetch(url, {
-    method: 'POST',
-    headers: {'Content-Type': 'application/sdp', 'Authorization': 'Bearer ' + token},
-    body: pc.localDescription.sdp,
-  });
-  const text = await res.text();
-  if (res.status !== 201) return {status: res.status, body: text};
-  await pc.setRemoteDescription({type: 'answer', sdp: text});
+  const res = await offer(pc, url, token);
+  if (res.status !== 201) return res;
   window.publisher = pc;
-  return {status: res.status, location: res.headers.get('Location'),
-          kinds: stream.getTracks().map((t) => t.kind).sort()};
+  return {...res, kinds: stream.getTracks().map((t) => t.kind).sort()};
 }
 """
+)
 
-LISTEN_JS = """
+LISTEN_JS = (
+    """
 async ({url, token}) => {
-  const pc = new RTCPeerConnection();
+"""
+    + OFFER_JS
+    + """  const pc = new RTCPeerConnection();
   pc.addTransceiver('video', {direction: 'recvonly'});
   pc.addTransceiver('audio', {direction: 'recvonly'});
   const stream = new MediaStream();
@@ -186,23 +182,11 @@ async ({url, token}) => {
   };
   const count = () => { ears.frames += 1; video.requestVideoFrameCallback(count); };
   video.requestVideoFrameCallback(count);
-  await pc.setLocalDescription(await pc.createOffer());
-  await new Promise((resolve) => {
-    if (pc.iceGatheringState === 'complete') return resolve();
-    pc.onicegatheringstatechange = () => pc.iceGatheringState === 'complete' && resolve();
-    setTimeout(resolve, 3000);
-  });
-  const res = await fetch(url, {
-    method: 'POST',
-    headers: {'Content-Type': 'application/sdp', 'Authorization': 'Bearer ' + token},
-    body: pc.localDescription.sdp,
-  });
-  const text = await res.text();
-  if (res.status !== 201) return {status: res.status, body: text};
-  await pc.setRemoteDescription({type: 'answer', sdp: text});
-  return {status: res.status, location: res.headers.get('Location')};
+  const res = await offer(pc, url, token);
+  return res;
 }
 """
+)
 
 
 async def test_chromium_publishes_camera_and_microphone_and_chromium_viewers_hear_it(

@@ -8,7 +8,6 @@ viewport and language); `screenshot(page, name)` saves a picture for docs/web.md
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
@@ -16,17 +15,10 @@ import pytest
 import pytest_asyncio
 
 from tests.media.conftest import MEDIA_ENV
-from tests.support import Api, Proc
+from tests.support import CHROMIUM, CHROMIUM_ARGS, Api, Proc
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--autoplay-policy=no-user-gesture-required",
+    *CHROMIUM_ARGS,
     "--enable-precise-memory-info",
     "--js-flags=--expose-gc",
 ]
