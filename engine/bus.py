@@ -64,6 +64,12 @@ async def last_id(redis: Redis, key: str) -> str:
     return last.decode() if isinstance(last, bytes) else last
 
 
+def published(reply: list) -> tuple[EventId, bool]:
+    """``publish.lua``'s answer: (the event's id, whether this call appended it)."""
+    raw, fresh = reply
+    return EventId(raw.decode() if isinstance(raw, bytes) else raw), bool(fresh)
+
+
 class RoomBus:
     def __init__(self, redis: Redis, settings: Settings) -> None:
         self.redis = redis
@@ -80,11 +86,18 @@ class RoomBus:
         """Append the event of ``user``'s op ``ref`` at most once for ``danmaku_ref_ttl_s``:
         a resend (a client after a timeout, or redis-py after a broken connection) gets the
         first call's id back. Returns (id, whether this call published it)."""
-        return await self._append(room, event, keys.danmaku_ref(room, user, ref))
+        return await self._append(room, event, (user, ref))
 
-    async def _append(
-        self, room: RoomId, event: Event, dedupe_key: str | None
-    ) -> tuple[EventId, bool]:
+    @property
+    def publish_script(self) -> scripts.GuardedScript:
+        """``publish.lua``, for a caller that pipelines many (``engine.pipeline``)."""
+        return self._publish
+
+    def publish_call(
+        self, room: RoomId, event: Event, user: str | None = None, ref: str | None = None
+    ) -> tuple[list[str], list[object]]:
+        """The keys and args of one ``publish.lua`` call; with ``user`` and ``ref``, at most
+        once per (room, user, ref) for ``danmaku_ref_ttl_s``."""
         s = self.settings
         keys_ = [keys.events(room)]
         args: list[object] = [
@@ -93,11 +106,16 @@ class RoomBus:
             s.history_keep_seconds,
             s.history_hard_cap,
         ]
-        if dedupe_key is not None:
-            keys_.append(dedupe_key)
+        if user is not None and ref:
+            keys_.append(keys.danmaku_ref(room, user, ref))
             args.append(s.danmaku_ref_ttl_s)
-        raw, fresh = await self._publish(keys=keys_, args=args)
-        return EventId(raw.decode() if isinstance(raw, bytes) else raw), bool(fresh)
+        return keys_, args
+
+    async def _append(
+        self, room: RoomId, event: Event, dedupe: tuple[str, str] | None
+    ) -> tuple[EventId, bool]:
+        keys_, args = self.publish_call(room, event, *(dedupe or (None, None)))
+        return published(await self._publish(keys=keys_, args=args))
 
     async def head(self, room: RoomId) -> StreamHead:
         try:

@@ -185,10 +185,12 @@ class Settings:
     """Sustained likes per second per user in a room; more are dropped silently."""
     like_burst: int = 2_000
     """Likes a user may send at once."""
-    max_inflight_buys: int = 32
-    """`buy` ops of one connection handled at once (more wait their turn)."""
-    buy_batching: bool = True
-    """Share one Redis round trip among concurrent `buy` ops (each stays atomic)."""
+    max_inflight_writes: int = 32
+    """Writes (danmaku, `buy`) of one connection on their way to Redis at once; at the bound the
+    gateway stops reading that connection until one is answered (TCP pushes back)."""
+    write_batching: bool = True
+    """Share one Redis round trip among a process's concurrent writes (danmaku, `buy`; each
+    stays its own atomic script): ``engine/pipeline.py``. Off only to measure what it saves."""
     replay_chunk: int = 500
     """Events per message when replaying history on resume."""
     join_pending_limit: int = 20_000
@@ -209,8 +211,9 @@ class Settings:
     """How often a gateway publishes its online counts and reads the room totals."""
     stock_interval_ms: int = 1_000
     """Most often a room's viewers get `sale.stock` (the final 0 comes as `sale.soldout`)."""
-    max_pending_buys: int = 10_000
-    """`buy` ops one gateway process queues for Redis; beyond, `unavailable` at once."""
+    max_pending_writes: int = 20_000
+    """Writes (danmaku, `buy`) one gateway process queues for Redis; beyond, `unavailable` at
+    once (resending the same ref later is safe)."""
     online_ttl_ms: int = 3_000
     """A gateway's share of a room's online count expires this long after its last report."""
     read_block_ms: int = 1_000

@@ -59,7 +59,18 @@ class Conn:
     (``engine.session.ViewerSession``). The hub and the gateway only carry out what the
     session answers."""
 
-    __slots__ = ("ws", "transport", "sp", "session", "deadline_timer", "tasks", "limit")
+    __slots__ = (
+        "ws",
+        "transport",
+        "sp",
+        "session",
+        "deadline_timer",
+        "tasks",
+        "limit",
+        "outbox",
+        "inflight",
+        "resume",
+    )
 
     def __init__(
         self, ws: ServerConnection, session: ViewerSession, sp: Subprotocol, tasks: TaskSet
@@ -71,6 +82,12 @@ class Conn:
         self.deadline_timer: asyncio.TimerHandle | None = None
         self.tasks = tasks
         self.limit = session.send_buffer_limit
+        self.outbox: list[Event] | None = None
+        """Replies made in this loop iteration, sent as one frame at its end (``RoomHub.reply``)."""
+        self.inflight = 0
+        """Writes of this connection on their way to Redis (``gateway/inbound.py``)."""
+        self.resume: asyncio.Future[None] | None = None
+        """Set while reading this connection waits for its writes to come back."""
 
     @property
     def identity(self) -> Identity:
@@ -164,6 +181,28 @@ class RoomHub:
         self._tasks: list[asyncio.Task[None]] = []
         self._flush_lock = asyncio.Lock()
         self._unconfirmed: CounterReport | None = None
+        self._replying: list[Conn] = []
+        """Connections with an outbox to send at the end of this loop iteration."""
+
+    # -- replies ---------------------------------------------------------------------------
+
+    def reply(self, conn: Conn, event: Event) -> None:
+        """Send ``event`` to ``conn`` only, in one frame with every other reply it gets in this
+        loop iteration (a trip of writes answers many ops of one connection at once)."""
+        if conn.outbox is None:
+            conn.outbox = [event]
+            if not self._replying:
+                asyncio.get_running_loop().call_soon(self._send_replies)
+            self._replying.append(conn)
+        else:
+            conn.outbox.append(event)
+
+    def _send_replies(self) -> None:
+        replying, self._replying = self._replying, []
+        for conn in replying:
+            events, conn.outbox = conn.outbox, None
+            if events:
+                conn.send(events)
 
     # -- connections -----------------------------------------------------------------------
 

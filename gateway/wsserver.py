@@ -26,15 +26,13 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from engine import keys, ops
+from engine import keys
 from engine.access import AccessDecision, AccessKind, decode_revocation
 from engine.bus import RoomReader, StreamHead, last_id
-from engine.codec import SUBPROTOCOLS, decode_message, dumps_json, encode, negotiate
+from engine.codec import SUBPROTOCOLS, dumps_json, encode, negotiate
 from engine.counters import RoomCounters
 from engine.errors import (
-    BadRequest,
     Forbidden,
-    Internal,
     LiveroomError,
     NotFound,
     RateLimited,
@@ -43,22 +41,18 @@ from engine.errors import (
 from engine.events import EventType
 from engine.ids import Cursor, RoomId, is_valid_id
 from engine.lottery import (
-    Entry,
-    LotteryClosed,
-    NotEligible,
     Rule,
 )
 from engine.origins import origin_allowed, parse_allowed
+from engine.pipeline import ScriptBatcher
 from engine.rooms import Room
-from engine.sales import MAX_QTY, NotOpen
 from engine.services import Services
-from engine.session import CLOSE_ACCESS_ENDED, Close, ReplayPlan, ViewerSession
+from engine.session import CLOSE_ACCESS_ENDED, ReplayPlan, ViewerSession
 from engine.tasks import TaskSet, cancel_and_wait
 from engine.tokens import Identity, verify_request
-from engine.words import EMPTY, WordFilter
 from gateway import metrics
-from gateway.buys import BuyBatcher
 from gateway.hub import Conn, LocalRoom, RoomHub
+from gateway.inbound import Inbound
 
 log = logging.getLogger("liveroom.gateway")
 
@@ -113,10 +107,18 @@ class Gateway:
         self.hub = RoomHub(settings, self.counters, self.lotteries, self.tasks)
         self.origins = parse_allowed(settings.allowed_origins)
         self.ip_exempt = frozenset(a.strip() for a in settings.ip_limit_exempt.split(",") if a)
-        self.blocked_words = WordFilter.from_setting(settings.blocked_words)
-        """The deployment's words, blocked in every room beside each room's own list."""
-        self.buys = BuyBatcher(
-            self.sales, enabled=settings.buy_batching, max_pending=settings.max_pending_buys
+        self.writes = ScriptBatcher(
+            self.redis, enabled=settings.write_batching, max_pending=settings.max_pending_writes
+        )
+        self.inbound = Inbound(
+            settings,
+            self.hub,
+            self.writes,
+            bus=self.bus,
+            sales=self.sales,
+            lotteries=self.lotteries,
+            words=self.words,
+            tasks=self.tasks,
         )
         self._reader_redis = services.reader_client()
         self.reader = RoomReader(
@@ -359,7 +361,7 @@ class Gateway:
         self._arm(conn, now)
         try:
             await self._join(conn, local, join)
-            await self._serve(conn)
+            await self.inbound.serve(conn)
         except ConnectionClosed:
             pass
         finally:
@@ -485,183 +487,3 @@ class Gateway:
             if len(events) < chunk:
                 break
         self.hub.go_live(conn)
-
-    async def _serve(self, conn: Conn) -> None:
-        s = self.settings
-        # `buy` ops of one connection may overlap (a player resending, a bot pipelining): up
-        # to `max_inflight_buys` run at once, each answered by its ref. Everything else is
-        # handled in order, so one connection's danmaku keep their order.
-        slots = asyncio.Semaphore(s.max_inflight_buys)
-        tasks: set[asyncio.Task[None]] = set()
-        try:
-            async for message in conn.ws:
-                now = time.time()
-                handle, notice = conn.session.on_message(now)
-                if notice is not None:
-                    conn.send([notice])
-                if not handle:
-                    continue  # over the connection's rate: dropped before any decoding
-                ref = None
-                try:
-                    value = decode_message(
-                        message, max_bytes=s.max_message_bytes, max_depth=s.max_depth
-                    )
-                    ref = ops.ref_of(value)
-                    op = ops.parse_op(value)
-                    if isinstance(op, ops.Buy):
-                        await slots.acquire()
-                        task = asyncio.ensure_future(self._answer(conn, op, now, ref, slots))
-                        tasks.add(task)
-                        task.add_done_callback(tasks.discard)
-                        continue
-                    reply = await self._handle(conn, op, now)
-                    if reply is not None:
-                        conn.send([reply])
-                except LiveroomError as exc:
-                    close = self._refuse(conn, exc, ref, now)
-                    if close is not None:
-                        await conn.ws.close(close.code, close.reason)
-                        return
-        finally:
-            for task in tasks:
-                task.cancel()
-
-    async def _answer(
-        self, conn: Conn, op: ops.Op, now: float, ref: str | None, slot: asyncio.Semaphore
-    ) -> None:
-        try:
-            reply = await self._handle(conn, op, now)
-            if reply is not None:
-                conn.send([reply])
-        except LiveroomError as exc:
-            close = self._refuse(conn, exc, ref, now)
-            if close is not None:
-                conn.apply(close)
-        finally:
-            slot.release()
-
-    def _refuse(self, conn: Conn, exc: LiveroomError, ref: str | None, now: float) -> Close | None:
-        """Send an `error`; the close when it was one bad message too many."""
-        reply, close = conn.session.on_refused(exc, ref, now)
-        conn.send([reply])
-        return close
-
-    async def _handle(self, conn: Conn, op: ops.Op, now: float) -> dict | None:
-        try:
-            return await self._dispatch(conn, op, now)
-        except LiveroomError:
-            raise
-        except RedisError as exc:
-            log.warning("%s failed on redis: %s", type(op).__name__, exc)
-            raise Unavailable("state is unreachable for a moment; resend (same ref)") from None
-        except Exception:
-            log.exception("%s failed", type(op).__name__)
-            raise Internal("internal error; resend (same ref)") from None
-
-    async def _dispatch(self, conn: Conn, op: ops.Op, now: float) -> dict | None:
-        if isinstance(op, ops.Like):
-            got = conn.session.take_likes(op.count, now)
-            if got:
-                self.hub.add_likes(conn.room, got)
-                local = self.hub.rooms.get(conn.room)
-                if local is not None and local.lotteries:  # reported with the next counters
-                    for lottery in conn.session.like_entries(local.lotteries, now):
-                        local.lottery_likers.setdefault(lottery, set()).add(conn.identity.user)
-            return None
-        if isinstance(op, ops.Danmaku):
-            return await self._danmaku(conn, op, now)
-        if isinstance(op, ops.Ping):
-            return {"type": EventType.ACK, "ref": op.ref, "ts": now}
-        if isinstance(op, ops.Buy | ops.Enter):
-            conn.session.check_entitled()
-        if isinstance(op, ops.Buy):
-            return await self._buy(conn, op, now)
-        if isinstance(op, ops.Enter):
-            return await self._enter(conn, op, now)
-        raise BadRequest("unsupported op")  # pragma: no cover
-
-    async def _buy(self, conn: Conn, op: ops.Buy, now: float) -> dict:
-        if not op.ref:
-            raise BadRequest("`buy` needs a `ref` (it makes resending safe)")
-        if not is_valid_id(op.sale):
-            raise NotOpen(f"no sale {op.sale[:64]!r} in this room")
-        if not 1 <= op.qty <= MAX_QTY:
-            raise BadRequest(f"`qty` must be 1..{MAX_QTY}")
-        keys_, args = self.sales.buy_call(
-            conn.room, op.sale, conn.identity.user, op.ref, op.qty, conn.session.tier, now
-        )
-        order = await self.buys.buy(keys_, args)
-        return {"type": EventType.ACK, "ref": op.ref, "order": order.to_dict()}
-
-    async def _rule(self, conn: Conn, lottery: str) -> Rule:
-        local = self.hub.rooms.get(conn.room)
-        known = local.lotteries.get(lottery) if local is not None else None
-        if known is not None:
-            return known[0]
-        if not is_valid_id(lottery):
-            raise LotteryClosed(f"no open lottery {lottery[:64]!r}")
-        try:
-            record = await self.lotteries.get(conn.room, lottery, with_entrants=False)
-        except NotFound:
-            raise LotteryClosed(f"no open lottery {lottery!r}") from None
-        return Rule.parse(record["rule"])
-
-    async def _enter(self, conn: Conn, op: ops.Enter, now: float) -> dict:
-        rule = await self._rule(conn, op.lottery)
-        reason = conn.session.check_eligible(rule)
-        if reason is not None:
-            raise NotEligible(reason)
-        entry = await self.lotteries.enter(conn.room, op.lottery, conn.identity.user, now)
-        conn.session.entered(op.lottery)
-        reply = {"type": EventType.ACK, "ref": op.ref, "lottery": op.lottery}
-        if entry is Entry.WAITING_LIKE:
-            reply["pending"] = "like"  # a like in this room completes the entry
-        return reply
-
-    async def _auto_enter(self, room: RoomId, lottery: str, user: str, now: float) -> None:
-        try:
-            await self.lotteries.enter(room, lottery, user, now)
-        except LiveroomError:
-            pass  # closed meanwhile: a keyword after the close simply does not enter
-        except Exception as exc:
-            log.warning("keyword entry failed: %s", exc)
-
-    async def _danmaku(self, conn: Conn, op: ops.Danmaku, now: float) -> dict:
-        session = conn.session
-        text = session.check_danmaku(op.text, now, self.blocked_words, await self._room_words(conn))
-        event = session.danmaku_event(text, now)
-        if op.ref:  # the same ref publishes once (a resend, a retry): the same ack
-            event_id, fresh = await self.bus.publish_once(
-                conn.room, event, conn.identity.user, op.ref
-            )
-        else:
-            event_id, fresh = await self.bus.publish(conn.room, event), True
-        if fresh:
-            self.hub.count_danmaku(conn.room)
-            local = self.hub.rooms.get(conn.room)
-            if local is not None and local.lotteries:  # keyword lotteries, from history
-                for lottery in session.keyword_entries(text, local.lotteries, now):
-                    self.tasks.spawn(self._auto_enter(conn.room, lottery, conn.identity.user, now))
-        return {"type": EventType.ACK, "ref": op.ref, "id": event_id}
-
-    async def _room_words(self, conn: Conn) -> WordFilter:
-        """The room's own blocked words, read from Redis once per local room and again only
-        after the revocations stream announced a change: never a read per danmaku."""
-        local = self.hub.rooms.get(conn.room)
-        if local is None:  # pragma: no cover - a live connection's room is attached
-            return EMPTY
-        if local.words is not None:
-            return local.words
-        task = local.words_loading
-        if task is None:  # one load per room, however many danmaku wait for it
-            task = local.words_loading = asyncio.ensure_future(self.words.get(conn.room))
-        try:
-            words = await asyncio.shield(task)
-        except BaseException:
-            if local.words_loading is task and task.done():
-                local.words_loading = None  # a failed load is retried by the next danmaku
-            raise
-        if local.words_loading is task:  # no change announced while it loaded
-            local.words = words
-            local.words_loading = None
-        return words

@@ -4,7 +4,7 @@
 
 What it measures, in ONE run against ONE private redis-server (AOF on, no auto-rewrite):
 
-1. The gateway, batching off then on (``LIVEROOM_BUY_BATCHING=0`` / ``1``; the gateway process,
+1. The gateway, batching off then on (``LIVEROOM_WRITE_BATCHING=0`` / ``1``; the gateway process,
    ``python -m runtime.cli serve --role gateway``, is restarted between them, Redis is not).
    Buyers are real WebSocket connections (``liveroom.v1.msgpack``, ops encoded with
    ``engine.codec.encode_value``) from ``--clients`` processes of this module, one user each.
@@ -26,7 +26,7 @@ What it measures, in ONE run against ONE private redis-server (AOF on, no auto-r
 2. Redis's own ceiling for the same script: ``buy.lua`` by EVALSHA, keys and args from
    ``SaleLedger.buy_call``, in pipelines of ``--depth`` (two in flight) over one raw socket from
    this process, RESP encoded here and replies parsed by hiredis, under both fsync policies;
-   the same calls through redis-py's pipeline one at a time (what ``BuyBatcher`` does); and
+   the same calls through redis-py's pipeline one at a time (what the gateway did before ``engine.pipeline``); and
    ``redis-benchmark`` running the same EVALSHA (random refs by ``__rand_int__``).
 
 Reported per phase: attempts answered per second, ack latency p50/p99/max (client send ->
@@ -489,7 +489,7 @@ def raw_pipelined(
 async def redis_py_pipelined(
     ledger: SaleLedger, call: Callable[[float], tuple[list, list]], depth: int, window: Window
 ) -> None:
-    """The same calls as ``BuyBatcher`` makes them: one redis-py pipeline at a time."""
+    """The same calls through redis-py's pipeline, one at a time (the gateway before ``engine.pipeline``)."""
     script = ledger.buy_script
     while True:
         now = time.monotonic()
@@ -545,7 +545,7 @@ class Gateway:
             **os.environ,
             "LIVEROOM_SECRET": SECRET,
             "LIVEROOM_LOG_LEVEL": "WARNING",
-            "LIVEROOM_BUY_BATCHING": "1" if self.batching else "0",
+            "LIVEROOM_WRITE_BATCHING": "1" if self.batching else "0",
             # a throughput benchmark, not a test of the per-process connection cap
             "LIVEROOM_MAX_CONNECTIONS": "100000",
             "LIVEROOM_TICK_MS": str(self.tick_ms),
@@ -926,7 +926,7 @@ async def run(args: argparse.Namespace) -> Bench:
             await bench.set_fsync("always")
             await bench.raw_phase("Redis ceiling, raw pipeline, fsync always", short)
             await bench.set_fsync("everysec")
-        await bench.redis_py_phase("redis-py pipeline (as BuyBatcher)", short)
+        await bench.redis_py_phase("redis-py pipeline (the old batcher)", short)
         await bench.redis_benchmark_phase("redis-benchmark", short, raw)
         bench.gateway_log = (tmp / "gateway.log").read_text(errors="replace").splitlines()
     finally:

@@ -1,0 +1,218 @@
+"""One process's write scripts, gathered into pipelined round trips.
+
+Every guarded script call (``engine.scripts.GuardedScript``: a danmaku's ``publish.lua``, a
+``buy.lua``, a lottery entry) made while a trip is in flight goes in the next trip. Each call
+stays its own atomic EVALSHA; only the round trip is shared. Nothing waits for a trip to fill:
+the first call of an idle process starts one at the end of the current loop iteration, so
+batching adds no latency at low load and saves round trips, pool connections and Python work at
+high load. Calls go out in the order they were made, so one connection's ops keep their order.
+
+We pack the EVALSHA commands ourselves, straight into RESP: redis-py's pipeline sends a
+``SCRIPT EXISTS`` round trip before every batch that carries scripts and builds several Python
+objects per command. A ``NOSCRIPT`` answer (Redis restarted or flushed its script cache) did
+nothing, so those calls are sent again, once, after ``SCRIPT LOAD``.
+
+Bounds: at most ``max_pending`` calls queued or in flight (beyond, ``Unavailable`` at once:
+resending the same ref later is safe); every reply within ``REPLY_TIMEOUT_S`` of the trip's
+send (then the trip's callers hear ``Unavailable`` and the pool's breaker opens); a trip that
+the connection drops is resent on a fresh connection, as redis-py's own retry would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError, NoScriptError, RedisError, ResponseError
+from redis.exceptions import TimeoutError as ReplyTimeout
+
+from engine.errors import Unavailable
+from engine.scripts import GuardedScript, late_to_unavailable
+from engine.store import REPLY_TIMEOUT_S
+
+log = logging.getLogger("liveroom.pipeline")
+
+Done = Callable[[Any], None]
+"""Gets the call's reply, or the exception that answers it (``Unavailable``, a Redis error)."""
+
+TRIP_TIMEOUT_S = 2 * REPLY_TIMEOUT_S + 2
+"""Longest one trip may take, a NOSCRIPT resend and reconnects included, before its callers are
+answered `unavailable` (the scripts' own deadline makes a late write do nothing)."""
+
+
+def _bulk(value: Any) -> bytes:
+    b = value if isinstance(value, bytes) else str(value).encode()
+    return b"$%d\r\n%s\r\n" % (len(b), b)
+
+
+def pack_evalsha(sha: str, keys: list[Any], args: list[Any]) -> bytes:
+    """One ``EVALSHA sha numkeys *keys *args`` in RESP."""
+    parts = [b"*%d\r\n$7\r\nEVALSHA\r\n$40\r\n%s\r\n" % (len(keys) + len(args) + 3, sha.encode())]
+    parts.append(_bulk(len(keys)))
+    parts += [_bulk(k) for k in keys]
+    parts += [_bulk(a) for a in args]
+    return b"".join(parts)
+
+
+class ScriptBatcher:
+    """Queue of guarded script calls; one trip in flight at a time, each carrying all queued."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        enabled: bool = True,
+        max_batch: int = 1024,
+        max_pending: int = 20_000,
+        trip_timeout_s: float = TRIP_TIMEOUT_S,
+    ) -> None:
+        self.redis = redis
+        self.enabled = enabled
+        """Off: each call is its own EVALSHA on a pool connection (the benchmark's control)."""
+        self.max_batch = max_batch
+        self.max_pending = max_pending
+        self.trip_timeout_s = trip_timeout_s
+        self.pending = 0
+        """Calls queued or in flight."""
+        self._queue: list[tuple[GuardedScript, list[Any], list[Any], Done]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        """The one flush in flight (held: asyncio keeps only weak references to tasks)."""
+        self._solo: set[asyncio.Task[None]] = set()
+        self.trips = 0
+        self.calls = 0
+
+    def submit(self, script: GuardedScript, keys: list[Any], args: list[Any], done: Done) -> None:
+        """Queue one call; ``done`` gets its answer. Raises ``Unavailable`` when full."""
+        if self.pending >= self.max_pending:
+            raise Unavailable("too many writes in flight here; resend the same ref shortly")
+        self.pending += 1
+        self.calls += 1
+        if not self.enabled:
+            task = asyncio.ensure_future(self._alone(script, keys, args, done))
+            self._solo.add(task)
+            task.add_done_callback(self._solo.discard)
+            return
+        self._queue.append((script, keys, args, done))
+        if self._flusher is None:
+            self._flusher = asyncio.ensure_future(self._flush())
+
+    async def call(self, script: GuardedScript, keys: list[Any], args: list[Any]) -> Any:
+        """``submit``, awaited: the reply, or the exception raised."""
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+        def done(reply: Any) -> None:
+            if fut.done():
+                return
+            if isinstance(reply, BaseException):
+                fut.set_exception(reply)
+            else:
+                fut.set_result(reply)
+
+        self.submit(script, keys, args, done)
+        return await fut
+
+    async def _alone(
+        self, script: GuardedScript, keys: list[Any], args: list[Any], done: Done
+    ) -> None:
+        try:
+            reply: Any = await script(keys=keys, args=args)
+        except Exception as exc:
+            reply = exc
+        finally:
+            self.pending -= 1
+        done(reply)
+
+    async def _flush(self) -> None:
+        try:
+            while self._queue:
+                batch = self._queue[: self.max_batch]
+                del self._queue[: self.max_batch]
+                self.trips += 1
+                try:
+                    async with asyncio.timeout(self.trip_timeout_s):
+                        replies: list[Any] = await self._trip(batch)
+                except TimeoutError:
+                    # Every wait inside has its own bound; this one holds whatever slips past
+                    # them, so that a caller always hears back (resending the same ref is safe).
+                    log.warning("a write trip took over %.1f s", self.trip_timeout_s)
+                    late = Unavailable("writes are slow to confirm; resend the same ref")
+                    replies = [late] * len(batch)
+                except Exception as exc:  # the whole trip failed: every caller learns it
+                    replies = [exc] * len(batch)
+                finally:
+                    self.pending -= len(batch)
+                for (_, _, _, done), reply in zip(batch, replies, strict=True):
+                    try:
+                        done(reply)
+                    except Exception:  # one caller's bug must not leave the others unanswered
+                        log.exception("a write's callback failed")
+        finally:
+            self._flusher = None
+
+    async def _trip(self, batch: list[tuple[GuardedScript, list[Any], list[Any], Done]]) -> list:
+        pool = self.redis.connection_pool
+        conn = await pool.get_connection()
+        try:
+            return await conn.retry.call_with_retry(  # type: ignore[no-any-return]
+                lambda: self._send_all(conn, batch),
+                lambda _error: conn.disconnect(),
+            )
+        finally:
+            await pool.release(conn)
+
+    async def _send_all(self, conn: Any, batch: list) -> list:
+        replies = await self._send(conn, batch)
+        missing = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
+        if missing:  # the script cache was emptied: those calls did nothing; load and resend
+            for script in {batch[i][0] for i in missing}:
+                await self.redis.script_load(script.script)
+            again = await self._send(conn, [batch[i] for i in missing])
+            for i, reply in zip(missing, again, strict=True):
+                replies[i] = reply
+        return replies
+
+    async def _send(self, conn: Any, calls: list) -> list:
+        deadlines: dict[float, int] = {}
+        packed = []
+        for script, keys, args, _ in calls:
+            # The clock is read here, as the calls are handed to Redis: time spent queued
+            # before this point does not count against the scripts' deadline.
+            due = deadlines.get(script.deadline_s)
+            if due is None:
+                due = deadlines[script.deadline_s] = int((time.time() + script.deadline_s) * 1000)
+            packed.append(pack_evalsha(script.sha, keys, [*args, due]))
+        await conn.send_packed_command(b"".join(packed))
+        replies: list[Any] = []
+        try:
+            async with asyncio.timeout(REPLY_TIMEOUT_S):
+                for _ in calls:
+                    try:
+                        replies.append(await conn.read_response(timeout=math.inf))
+                    except NoScriptError as exc:
+                        replies.append(exc)
+                    except ResponseError as exc:
+                        replies.append(late_to_unavailable(exc))
+        except TimeoutError:
+            # Redis took the commands and does not answer: the pool's breaker learns it, the
+            # connection (with replies still owed on it) is dropped, and the callers hear
+            # `unavailable` (the scripts' deadline makes their writes do nothing later).
+            breaker = getattr(self.redis.connection_pool, "breaker", None)
+            if breaker is not None:
+                breaker.failed(time.monotonic())
+            await conn.disconnect(nowait=True)
+            raise ReplyTimeout("Redis did not answer a write trip in time") from None
+        return replies
+
+
+def as_unavailable(reply: Any) -> Any:
+    """A connection-level failure as the ``Unavailable`` a client may resend after."""
+    if isinstance(reply, RedisError | ConnectionError | OSError) and not isinstance(
+        reply, ResponseError
+    ):
+        return Unavailable("state is unreachable for a moment; resend (same ref)")
+    return reply
