@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from redis.asyncio import Redis
 
@@ -85,6 +86,9 @@ class Revocation:
     words: bool = False
     """Set (with ``user`` empty) when ``room``'s blocked words changed: gateways drop their
     copy and load the new list once; nobody's access is re-checked."""
+    room_record: bool = False
+    """Set (with ``user`` empty) when ``room``'s record changed (its status): processes drop
+    their cached copy (``engine.rooms.RoomCache``); nobody's access is re-checked."""
 
     def to_event(self) -> dict:
         return {
@@ -93,6 +97,7 @@ class Revocation:
             "reason": self.reason,
             "muted_until": self.muted_until,
             "words": self.words,
+            "room_record": self.room_record,
         }
 
 
@@ -104,6 +109,7 @@ def decode_revocation(fields: dict[bytes, bytes]) -> Revocation:
         d.get("reason", ""),
         d.get("muted_until"),
         bool(d.get("words", False)),
+        bool(d.get("room_record", False)),
     )
 
 
@@ -117,13 +123,27 @@ class EntitlementCheck:
 
     async def check(self, room: Room, identity: Identity, *, now: float) -> AccessDecision:
         """The caller's access to ``room``, or ``NotEntitled`` (403)."""
-        user = identity.user
         async with self.redis.pipeline(transaction=False) as p:
-            p.get(keys.ticket(room.id, user))
-            p.hgetall(keys.membership(user))
-            p.get(keys.mute(room.id, user))
-            p.get(keys.ban(room.id, user))
-            ticket, member, muted, ban = await p.execute()
+            self.queue_reads(p, room.id, identity.user)
+            replies = await p.execute()
+        return await self.decide(room, identity, replies, now=now)
+
+    @staticmethod
+    def queue_reads(p: Any, room: RoomId, user: str) -> int:
+        """Queue on pipeline ``p`` what ``decide`` needs (so a join sends it with the rest of
+        its reads in one round trip); returns how many replies they take."""
+        p.get(keys.ticket(room, user))
+        p.hgetall(keys.membership(user))
+        p.get(keys.mute(room, user))
+        p.get(keys.ban(room, user))
+        return 4
+
+    async def decide(
+        self, room: Room, identity: Identity, replies: list[Any], *, now: float
+    ) -> AccessDecision:
+        """``check`` from the replies of ``queue_reads`` (a preview reads its clock)."""
+        user = identity.user
+        ticket, member, muted, ban = replies
         m = _membership(member)
         tier = m.tier if m is not None and m.active(now) else None
         mute = float(muted or 0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -196,6 +197,7 @@ class RoomStore:
         return Room.from_hash(h)
 
     async def set_status(self, rid: RoomId, status: RoomStatus) -> Room:
+        """(The caller announces the change: ``Revocation.room_record``, so caches drop it.)"""
         room = await self.get(rid)
         await self.redis.hset(keys.room(rid), "status", status.value)
         return replace(room, status=status)
@@ -260,3 +262,55 @@ class RoomStore:
                 p.zadd(keys.rooms_by_time(), {rid: float(created_at)})
                 p.zadd(keys.rooms_owned(owner.decode()), {rid: float(created_at)})
             await p.execute()
+
+
+class RoomCache:
+    """Room records this process read lately: a join reads its room from here, not Redis.
+
+    A record is kept ``ttl_s`` at most, and dropped at once when the revocations stream says it
+    changed (``engine.access.Revocation.room_record``, announced by every writer of a room
+    record); the ttl only bounds how long a missed announcement could matter. Concurrent misses
+    for one room share one read. At most ``max_rooms`` are kept (the oldest go first).
+    """
+
+    def __init__(self, store: RoomStore, *, ttl_s: float = 30.0, max_rooms: int = 10_000) -> None:
+        self.store = store
+        self.ttl_s = ttl_s
+        self.max_rooms = max_rooms
+        self._rooms: dict[RoomId, tuple[Room, float]] = {}
+        self._reading: dict[RoomId, asyncio.Future[Room]] = {}
+        self._forgotten: set[RoomId | None] = set()
+        """Rooms that changed while being read: that read's answer is not kept."""
+        self.hits = 0
+        self.misses = 0
+
+    async def get(self, rid: RoomId, now: float) -> Room:
+        """The room (``now``: monotonic seconds), or ``NotFound``."""
+        got = self._rooms.get(rid)
+        if got is not None and now - got[1] < self.ttl_s:
+            self.hits += 1
+            return got[0]
+        reading = self._reading.get(rid)
+        if reading is None:
+            self.misses += 1
+            reading = self._reading[rid] = asyncio.ensure_future(self._read(rid, now))
+        return await asyncio.shield(reading)
+
+    async def _read(self, rid: RoomId, now: float) -> Room:
+        try:
+            room = await self.store.get(rid)
+        finally:
+            self._reading.pop(rid, None)
+        if rid not in self._forgotten:
+            while len(self._rooms) >= self.max_rooms:
+                del self._rooms[next(iter(self._rooms))]
+            self._rooms[rid] = (room, now)
+        return room
+
+    def forget(self, rid: RoomId | None) -> None:
+        """Drop ``rid`` (None: every room): its record changed."""
+        if rid is None:
+            self._rooms.clear()
+        else:
+            self._rooms.pop(rid, None)
+        self._forgotten = {rid} if rid is not None and rid in self._reading else set()

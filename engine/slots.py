@@ -10,8 +10,10 @@ ttl, so a crash costs a user at most that long one slot each.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
 
 from engine import keys, scripts
 from engine.ids import RoomId
@@ -31,6 +33,21 @@ class ConnectionSlots:
             args=[conn_id, now_ms, self.ttl_ms, self.limit],
         )
         return bool(got)
+
+    def queue_take(self, p: Any, room: RoomId, user: str, conn_id: str, now_ms: int) -> None:
+        """``take`` queued on pipeline ``p`` as a bare EVALSHA (no SCRIPT EXISTS round trip);
+        give its reply to ``taken``."""
+        p.evalsha(
+            self._take.sha, 1, keys.user_conns(room, user), conn_id, now_ms, self.ttl_ms, self.limit
+        )
+
+    async def taken(self, reply: Any, room: RoomId, user: str, conn_id: str, now_ms: int) -> bool:
+        """Whether ``queue_take``'s reply holds the slot (after a NOSCRIPT, taking it again)."""
+        if isinstance(reply, NoScriptError):
+            return await self.take(room, user, conn_id, now_ms)
+        if isinstance(reply, Exception):
+            raise reply
+        return bool(reply)
 
     async def release(self, room: RoomId, user: str, conn_id: str) -> None:
         await self.redis.zrem(keys.user_conns(room, user), conn_id)

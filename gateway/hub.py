@@ -138,6 +138,8 @@ class LocalRoom:
         "stock_sent_at",
         "words",
         "words_loading",
+        "state_next",
+        "state_reader",
     )
 
     def __init__(self, room: RoomId) -> None:
@@ -158,6 +160,9 @@ class LocalRoom:
         self.words: WordFilter | None = None
         """The room's own blocked words; None until loaded (and again after a change)."""
         self.words_loading: asyncio.Task[WordFilter] | None = None
+        self.state_next: asyncio.Future | None = None
+        """The next read of the room's join state (``Gateway._room_state``), not sent yet."""
+        self.state_reader: asyncio.Task[None] | None = None
 
 
 class RoomHub:

@@ -45,7 +45,7 @@ from engine.lottery import (
 )
 from engine.origins import origin_allowed, parse_allowed
 from engine.pipeline import ScriptBatcher
-from engine.rooms import Room
+from engine.rooms import Room, RoomCache
 from engine.services import Services
 from engine.session import CLOSE_ACCESS_ENDED, ReplayPlan, ViewerSession
 from engine.tasks import TaskSet, cancel_and_wait
@@ -72,6 +72,17 @@ class JoinRequest:
     """Monotonic time just before its access was checked."""
 
 
+@dataclass(frozen=True, slots=True)
+class JoinState:
+    """A room as a `welcome` shows it, read once for many joins (``Gateway._room_state``)."""
+
+    head: StreamHead
+    lotteries: list[dict]
+    sale: dict | None
+    counts: tuple[int, int] | None
+    """(likes, online of other gateways) when this gateway had no counts of the room yet."""
+
+
 def error_response(exc: LiveroomError) -> Response:
     status = http.HTTPStatus(exc.status)
     body = dumps_json({"error": exc.code, "message": exc.message}).encode()
@@ -96,6 +107,8 @@ class Gateway:
         self.redis = services.redis
         self.id = gateway_id or uuid.uuid4().hex[:12]
         self.rooms = services.rooms
+        self.room_cache = RoomCache(services.rooms)
+        """Room records for joins; dropped when the revocations stream announces a change."""
         self.bus = services.bus
         self.access = services.access
         self.sales = services.sales
@@ -330,13 +343,36 @@ class Gateway:
         since = None
         if query.get("since"):
             since = Cursor.parse(query["since"][0])
-        room = await self.rooms.get(RoomId(rid))
+        room = await self.room_cache.get(RoomId(rid), time.monotonic())
         now, checked_at = time.time(), time.monotonic()
-        decision = await self.access.check(room, identity, now=now)
         conn_id = f"{self.id}:{next(self._conn_ids)}"
-        if not await self.slots.take(room.id, identity.user, conn_id, int(now * 1000)):
-            raise RateLimited(f"at most {s.max_conns_per_user} connections per user per room")
+        decision = await self._check_and_take(room, identity, conn_id, now)
         return JoinRequest(identity, room, since, decision, conn_id, ip, checked_at)
+
+    async def _check_and_take(
+        self, room: Room, identity: Identity, conn_id: str, now: float
+    ) -> AccessDecision:
+        """The entitlement check and one of the user's slots, in ONE round trip: the slot is
+        taken with the reads and given back when the check refuses."""
+        user, now_ms = identity.user, int(now * 1000)
+        async with self.redis.pipeline(transaction=False) as p:
+            n = self.access.queue_reads(p, room.id, user)
+            self.slots.queue_take(p, room.id, user, conn_id, now_ms)
+            replies = await p.execute(raise_on_error=False)
+        for reply in replies[:n]:
+            if isinstance(reply, Exception):
+                raise reply
+        taken = await self.slots.taken(replies[n], room.id, user, conn_id, now_ms)
+        try:
+            decision = await self.access.decide(room, identity, replies[:n], now=now)
+        except BaseException:
+            if taken:
+                await self.slots.release(room.id, user, conn_id)
+            raise
+        if not taken:
+            limit = self.settings.max_conns_per_user
+            raise RateLimited(f"at most {limit} connections per user per room")
+        return decision
 
     # -- connection ------------------------------------------------------------------------
 
@@ -395,6 +431,9 @@ class Gateway:
             r = decode_revocation(fields)
             if r.user:
                 self._revoked_at[r.user] = seen
+            if r.room_record:
+                self.room_cache.forget(r.room)
+                continue
             if r.words:
                 # The room's blocked words changed: the next danmaku loads the new list once.
                 local = self.hub.rooms.get(r.room) if r.room is not None else None
@@ -432,20 +471,54 @@ class Gateway:
         conn.session.on_access(decision)
         self._arm(conn, now)
 
+    async def _room_state(self, local: LocalRoom) -> JoinState:
+        """What a `welcome` needs of the room, read once for every join of the room that was
+        attached before the read went out (so nothing published after it can be missed: those
+        joins buffer live batches from their attachment on). Joins that attach meanwhile
+        share the next read: a reconnect storm costs a few reads per room, not one per join."""
+        if local.state_next is None:
+            local.state_next = asyncio.get_running_loop().create_future()
+            if local.state_reader is None:
+                local.state_reader = asyncio.ensure_future(self._read_states(local))
+        return await asyncio.shield(local.state_next)
+
+    async def _read_states(self, local: LocalRoom) -> None:
+        try:
+            while local.state_next is not None:
+                waiting, local.state_next = local.state_next, None
+                try:
+                    waiting.set_result(await self._read_state(local))
+                except Exception as exc:
+                    waiting.set_exception(exc)
+                    waiting.exception()  # (retrieved: each waiter re-raises it)
+        finally:
+            local.state_reader = None
+
+    async def _read_state(self, local: LocalRoom) -> JoinState:
+        rid, now = local.id, time.time()
+        need_counts = local.likes is None or local.online is None or local.reported_online < 0
+        head, lotteries, sale, counts = await asyncio.gather(
+            self.bus.head(rid),
+            self.lotteries.open_lotteries(rid, now),
+            self.sales.open_sale(rid),
+            self.counters.snapshot(rid, int(now * 1000), exclude_self=True)
+            if need_counts
+            else asyncio.sleep(0),
+        )
+        return JoinState(head, lotteries, sale, counts)
+
     async def _welcome(
-        self, conn: Conn, local: LocalRoom, join: JoinRequest, head: StreamHead, plan: ReplayPlan
+        self, conn: Conn, local: LocalRoom, join: JoinRequest, state: JoinState, plan: ReplayPlan
     ) -> dict:
         """The `welcome` event: the room's snapshot as this gateway knows it."""
         room = join.room
         likes, online = local.likes, local.online
         if likes is None or online is None or local.reported_online < 0:
-            likes, online = await self.counters.snapshot(
-                room.id, int(time.time() * 1000), exclude_self=True
-            )
+            likes, online = state.counts or (0, 0)
         else:
             online -= local.reported_online  # other gateways' share, as last reported
         online += len(local.conns)
-        open_lotteries = await self.lotteries.open_lotteries(room.id, time.time())
+        open_lotteries = state.lotteries
         for rec in open_lotteries:  # (history keeps this current from now on)
             local.lotteries.setdefault(rec["id"], (Rule.parse(rec["rule"]), rec["ends_at"]))
         return {
@@ -457,28 +530,30 @@ class Gateway:
                 "status": room.status.value,
                 "online": online,
                 "likes": likes,
-                "sale": await self.sales.open_sale(room.id),
+                "sale": state.sale,
                 "lottery": open_lotteries[-1] if open_lotteries else None,
             },
             "access": join.decision.kind,
             "preview_ends_at": join.decision.preview_ends_at,
             "tier": join.decision.tier,
             "epoch": room.epoch,
-            "last_id": head.last_id,
+            "last_id": state.head.last_id,
             "recovered": plan.recovered,
         }
 
     async def _join(self, conn: Conn, local: LocalRoom, join: JoinRequest) -> None:
         """welcome, the replay (when resuming), then the hand-off to the shared tick."""
         room = join.room
-        head = await self.bus.head(room.id)
+        state = await self._room_state(local)
+        head = state.head
         self.reader.subscribe(room.id, head.last_id)
         plan = conn.session.replay_plan(head, room.epoch, join.since)
-        first: list = [await self._welcome(conn, local, join, head, plan)]
+        first: list = [await self._welcome(conn, local, join, state, plan)]
         after, chunk, text = plan.after, self.settings.replay_chunk, not conn.sp.binary
         while True:
             # Replay with flow control (await send): a long catch-up must not trip 4408.
-            events = await self.bus.after(room.id, after, chunk) if plan.recovered else []
+            behind = plan.recovered and after != head.last_id
+            events = await self.bus.after(room.id, after, chunk) if behind else []
             conn.session.replayed(events)
             if events:
                 after = events[-1]["id"]

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query
 from api.deps import Api, ApiState, Caller
 from api.schemas import RoomIn, RoomListOut, RoomOut, StatsOut
 from engine import keys
+from engine.access import Revocation, announce
 from engine.errors import Forbidden
 from engine.events import EventType
 from engine.rooms import MAX_LIST_OFFSET, MAX_LIST_PAGE, NewRoom, RoomStatus
@@ -70,6 +71,9 @@ async def _transition(
     record = await api.controlled(room, who)
     if record.status is not status:
         record = await api.services.rooms.set_status(record.id, status)
+        # Gateways hold room records in a cache: this tells them the record changed.
+        change = Revocation("", record.id, "room changed", room_record=True)
+        await announce(api.services.redis, change)
         await api.services.bus.publish(record.id, {"type": event, "ts": time.time()})
     return await api.public(record)
 
