@@ -130,13 +130,21 @@ class EntitlementCheck:
 
     @staticmethod
     def queue_reads(p: Any, room: RoomId, user: str) -> int:
-        """Queue on pipeline ``p`` what ``decide`` needs (so a join sends it with the rest of
-        its reads in one round trip); returns how many replies they take."""
-        p.get(keys.ticket(room, user))
-        p.hgetall(keys.membership(user))
-        p.get(keys.mute(room, user))
-        p.get(keys.ban(room, user))
+        """Queue on pipeline ``p`` what ``decide`` needs; returns how many replies they take."""
+        for command in EntitlementCheck.read_commands(room, user):
+            p.execute_command(*command)
         return 4
+
+    @staticmethod
+    def read_commands(room: RoomId, user: str) -> list[tuple[str, str]]:
+        """The commands whose replies ``decide`` takes, in order (a join sends them with the
+        user's slot in one round trip: ``engine.pipeline``)."""
+        return [
+            ("GET", keys.ticket(room, user)),
+            ("HGETALL", keys.membership(user)),
+            ("GET", keys.mute(room, user)),
+            ("GET", keys.ban(room, user)),
+        ]
 
     async def decide(
         self, room: Room, identity: Identity, replies: list[Any], *, now: float
@@ -144,6 +152,8 @@ class EntitlementCheck:
         """``check`` from the replies of ``queue_reads`` (a preview reads its clock)."""
         user = identity.user
         ticket, member, muted, ban = replies
+        if isinstance(member, list):  # HGETALL as RESP2 sends it: [field, value, ...]
+            member = dict(zip(member[::2], member[1::2], strict=True))
         m = _membership(member)
         tier = m.tier if m is not None and m.active(now) else None
         mute = float(muted or 0)

@@ -1,4 +1,4 @@
-"""One process's write scripts, gathered into pipelined round trips.
+"""One process's write scripts (and a join's reads), gathered into pipelined round trips.
 
 Every guarded script call (``engine.scripts.GuardedScript``: a danmaku's ``publish.lua``, a
 ``buy.lua``, a lottery entry) made while a trip is in flight goes in the next trip. Each call
@@ -6,6 +6,8 @@ stays its own atomic EVALSHA; only the round trip is shared. Nothing waits for a
 the first call of an idle process starts one at the end of the current loop iteration, so
 batching adds no latency at low load and saves round trips, pool connections and Python work at
 high load. Calls go out in the order they were made, so one connection's ops keep their order.
+A group of plain commands (``submit_commands``: a join's entitlement reads and slot, a slot given
+back) rides the same trips; its commands are sent together and answered together.
 
 We pack the EVALSHA commands ourselves, straight into RESP: redis-py's pipeline sends a
 ``SCRIPT EXISTS`` round trip before every batch that carries scripts and builds several Python
@@ -28,7 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import ConnectionError, NoScriptError, RedisError, ResponseError
+from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as ReplyTimeout
 
 from engine.errors import Unavailable
@@ -48,6 +50,11 @@ answered `unavailable` (the scripts' own deadline makes a late write do nothing)
 def _bulk(value: Any) -> bytes:
     b = value if isinstance(value, bytes) else str(value).encode()
     return b"$%d\r\n%s\r\n" % (len(b), b)
+
+
+def pack_command(*parts: Any) -> bytes:
+    """One command in RESP."""
+    return b"*%d\r\n" % len(parts) + b"".join(_bulk(p) for p in parts)
 
 
 def pack_evalsha(sha: str, keys: list[Any], args: list[Any]) -> bytes:
@@ -101,20 +108,38 @@ class ScriptBatcher:
         if self._flusher is None:
             self._flusher = asyncio.ensure_future(self._flush())
 
+    def submit_commands(self, commands: list[tuple[Any, ...]], done: Done) -> None:
+        """Queue plain commands, sent together in one trip; ``done`` gets the list of their
+        replies (an error reply in its place), or one exception for all. Raises
+        ``Unavailable`` when full."""
+        if self.pending >= self.max_pending:
+            raise Unavailable("too many requests in flight here; retry shortly")
+        self.pending += 1
+        self.calls += 1
+        self._queue.append((None, commands, [], done))  # type: ignore[arg-type]
+        if self._flusher is None:
+            self._flusher = asyncio.ensure_future(self._flush())
+
+    async def commands(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """``submit_commands``, awaited."""
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.submit_commands(commands, lambda reply: _settle(fut, reply))
+        return await fut  # type: ignore[no-any-return]
+
     async def call(self, script: GuardedScript, keys: list[Any], args: list[Any]) -> Any:
         """``submit``, awaited: the reply, or the exception raised."""
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-
-        def done(reply: Any) -> None:
-            if fut.done():
-                return
-            if isinstance(reply, BaseException):
-                fut.set_exception(reply)
-            else:
-                fut.set_result(reply)
-
-        self.submit(script, keys, args, done)
+        self.submit(script, keys, args, lambda reply: _settle(fut, reply))
         return await fut
+
+    async def drain(self, timeout_s: float = TRIP_TIMEOUT_S) -> None:
+        """Wait until what is queued has been answered (a process stopping)."""
+        async with asyncio.timeout(timeout_s):
+            while self._flusher is not None or self._solo:
+                await asyncio.gather(
+                    *(t for t in (self._flusher, *self._solo) if t is not None),
+                    return_exceptions=True,
+                )
 
     async def _alone(
         self, script: GuardedScript, keys: list[Any], args: list[Any], done: Done
@@ -167,7 +192,7 @@ class ScriptBatcher:
 
     async def _send_all(self, conn: Any, batch: list) -> list:
         replies = await self._send(conn, batch)
-        missing = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
+        missing = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError) and batch[i][0]]
         if missing:  # the script cache was emptied: those calls did nothing; load and resend
             for script in {batch[i][0] for i in missing}:
                 await self.redis.script_load(script.script)
@@ -180,6 +205,9 @@ class ScriptBatcher:
         deadlines: dict[float, int] = {}
         packed = []
         for script, keys, args, _ in calls:
+            if script is None:  # a group of plain commands
+                packed += [pack_command(*c) for c in keys]
+                continue
             # The clock is read here, as the calls are handed to Redis: time spent queued
             # before this point does not count against the scripts' deadline.
             due = deadlines.get(script.deadline_s)
@@ -190,13 +218,11 @@ class ScriptBatcher:
         replies: list[Any] = []
         try:
             async with asyncio.timeout(REPLY_TIMEOUT_S):
-                for _ in calls:
-                    try:
-                        replies.append(await conn.read_response(timeout=math.inf))
-                    except NoScriptError as exc:
-                        replies.append(exc)
-                    except ResponseError as exc:
-                        replies.append(late_to_unavailable(exc))
+                for script, keys, _, _ in calls:
+                    if script is None:
+                        replies.append([await _read(conn) for _ in keys])
+                    else:
+                        replies.append(late_to_unavailable(await _read(conn)))
         except TimeoutError:
             # Redis took the commands and does not answer: the pool's breaker learns it, the
             # connection (with replies still owed on it) is dropped, and the callers hear
@@ -209,10 +235,18 @@ class ScriptBatcher:
         return replies
 
 
-def as_unavailable(reply: Any) -> Any:
-    """A connection-level failure as the ``Unavailable`` a client may resend after."""
-    if isinstance(reply, RedisError | ConnectionError | OSError) and not isinstance(
-        reply, ResponseError
-    ):
-        return Unavailable("state is unreachable for a moment; resend (same ref)")
-    return reply
+async def _read(conn: Any) -> Any:
+    """One reply; an error reply is returned, not raised (the trip goes on)."""
+    try:
+        return await conn.read_response(timeout=math.inf)
+    except ResponseError as exc:
+        return exc
+
+
+def _settle(fut: asyncio.Future[Any], reply: Any) -> None:
+    if fut.done():
+        return
+    if isinstance(reply, BaseException):
+        fut.set_exception(reply)
+    else:
+        fut.set_result(reply)

@@ -34,15 +34,27 @@ class ConnectionSlots:
         )
         return bool(got)
 
-    def queue_take(self, p: Any, room: RoomId, user: str, conn_id: str, now_ms: int) -> None:
-        """``take`` queued on pipeline ``p`` as a bare EVALSHA (no SCRIPT EXISTS round trip);
-        give its reply to ``taken``."""
-        p.evalsha(
-            self._take.sha, 1, keys.user_conns(room, user), conn_id, now_ms, self.ttl_ms, self.limit
+    def take_command(self, room: RoomId, user: str, conn_id: str, now_ms: int) -> tuple:
+        """``take`` as a bare EVALSHA to pipeline (no SCRIPT EXISTS round trip); give its
+        reply to ``taken``."""
+        return (
+            "EVALSHA",
+            self._take.sha,
+            1,
+            keys.user_conns(room, user),
+            conn_id,
+            now_ms,
+            self.ttl_ms,
+            self.limit,
         )
 
+    @staticmethod
+    def release_command(room: RoomId, user: str, conn_id: str) -> tuple:
+        """``release`` as a command to pipeline."""
+        return ("ZREM", keys.user_conns(room, user), conn_id)
+
     async def taken(self, reply: Any, room: RoomId, user: str, conn_id: str, now_ms: int) -> bool:
-        """Whether ``queue_take``'s reply holds the slot (after a NOSCRIPT, taking it again)."""
+        """Whether ``take_command``'s reply holds the slot (after a NOSCRIPT, taking it again)."""
         if isinstance(reply, NoScriptError):
             return await self.take(room, user, conn_id, now_ms)
         if isinstance(reply, Exception):

@@ -202,6 +202,7 @@ class Gateway:
         await self.hub.stop()
         await self.reader.stop()
         await self.tasks.stop()
+        await self.writes.drain()  # (the slots of the connections just closed go back)
         # Report zero for every room so other gateways' online totals drop at once.
         try:
             await self.counters.sync(
@@ -273,13 +274,19 @@ class Gateway:
         if self._ip_conns[join.ip] <= 0:
             del self._ip_conns[join.ip]
         self._slots_held.pop(join.conn_id, None)
-        self.tasks.spawn(self._release_slot(join))
+        self._give_back(join.room.id, join.identity.user, join.conn_id)
 
-    async def _release_slot(self, join: JoinRequest) -> None:
+    def _give_back(self, room: RoomId, user: str, conn_id: str) -> None:
+        """Release a slot with the next trip of the process's pipeline."""
+
+        def done(reply: object) -> None:
+            if isinstance(reply, BaseException):  # it expires by itself within its ttl
+                log.warning("connection slot not released: %s", reply)
+
         try:
-            await self.slots.release(join.room.id, join.identity.user, join.conn_id)
-        except RedisError as exc:  # it expires by itself within conn_slot_ttl_ms
-            log.warning("connection slot not released: %s", exc)
+            self.writes.submit_commands([self.slots.release_command(room, user, conn_id)], done)
+        except Unavailable as exc:
+            done(exc)
 
     async def _refresh_slots(self) -> None:
         every = self.settings.conn_slot_ttl_ms / 3000
@@ -355,10 +362,10 @@ class Gateway:
         """The entitlement check and one of the user's slots, in ONE round trip: the slot is
         taken with the reads and given back when the check refuses."""
         user, now_ms = identity.user, int(now * 1000)
-        async with self.redis.pipeline(transaction=False) as p:
-            n = self.access.queue_reads(p, room.id, user)
-            self.slots.queue_take(p, room.id, user, conn_id, now_ms)
-            replies = await p.execute(raise_on_error=False)
+        reads = self.access.read_commands(room.id, user)
+        n = len(reads)
+        take = self.slots.take_command(room.id, user, conn_id, now_ms)
+        replies = await self.writes.commands([*reads, take])
         for reply in replies[:n]:
             if isinstance(reply, Exception):
                 raise reply
@@ -367,7 +374,7 @@ class Gateway:
             decision = await self.access.decide(room, identity, replies[:n], now=now)
         except BaseException:
             if taken:
-                await self.slots.release(room.id, user, conn_id)
+                self._give_back(room.id, user, conn_id)
             raise
         if not taken:
             limit = self.settings.max_conns_per_user

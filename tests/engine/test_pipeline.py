@@ -158,3 +158,14 @@ async def test_a_dropped_connection_is_retried_and_each_ref_counts_once(
         assert await redis.xlen(keys.sale_orders(room, sale["id"])) == 40
     finally:
         await client.aclose()
+
+
+async def test_a_group_of_commands_is_answered_together_with_errors_in_place(
+    redis: Redis,
+) -> None:
+    key = unique("grp")
+    batcher = ScriptBatcher(redis)
+    got = await batcher.commands([("SET", key, "v"), ("HGETALL", key), ("GET", key)])
+    assert got[0] == b"OK" and got[2] == b"v"
+    assert "WRONGTYPE" in str(got[1])  # an error reply takes its place; the others still count
+    assert batcher.pending == 0
