@@ -45,11 +45,14 @@ class WindowCounter:
     def __init__(self, limit: int, window: float) -> None:
         self.limit = limit
         self.window = window
-        self._times: deque[float] = deque()
+        self._times: deque[float] | None = None
+        """Made at the first event (most connections never send a bad message)."""
 
     def hit(self, now: float) -> bool:
         """Record one event; True when this one is over the limit."""
         times = self._times
+        if times is None:
+            times = self._times = deque()
         while times and times[0] <= now - self.window:
             times.popleft()
         times.append(now)

@@ -185,6 +185,10 @@ class Settings:
     """Sustained likes per second per user in a room; more are dropped silently."""
     like_burst: int = 2_000
     """Likes a user may send at once."""
+    ping_interval_s: float = 20.0
+    """Every connection is pinged this often (one loop for all: no task per connection)."""
+    ping_timeout_s: float = 20.0
+    """A connection whose pong has not come back this long after its ping is closed (1011)."""
     max_inflight_writes: int = 32
     """Writes (danmaku, `buy`) of one connection on their way to Redis at once; at the bound the
     gateway stops reading that connection until one is answered (TCP pushes back)."""

@@ -64,12 +64,12 @@ class Conn:
         "transport",
         "sp",
         "session",
-        "deadline_timer",
         "tasks",
         "limit",
         "outbox",
         "inflight",
         "resume",
+        "ping",
     )
 
     def __init__(
@@ -79,13 +79,14 @@ class Conn:
         self.transport = ws.transport
         self.sp = sp
         self.session = session
-        self.deadline_timer: asyncio.TimerHandle | None = None
         self.tasks = tasks
         self.limit = session.send_buffer_limit
         self.outbox: list[Event] | None = None
         """Replies made in this loop iteration, sent as one frame at its end (``RoomHub.reply``)."""
         self.inflight = 0
         """Writes of this connection on their way to Redis (``gateway/inbound.py``)."""
+        self.ping: tuple[bytes, float] | None = None
+        """The last keepalive ping's payload and monotonic time (``RoomHub.keepalive``)."""
         self.resume: asyncio.Future[None] | None = None
         """Set while reading this connection waits for its writes to come back."""
 
@@ -181,11 +182,13 @@ class RoomHub:
         self.rooms: dict[RoomId, LocalRoom] = {}
         self.by_user: dict[str, set[Conn]] = {}
         self.on_room_empty: list = []  # callbacks(room_id), e.g. unsubscribe the reader
+        self.on_detach: list[Callable[[Conn], None]] = []  # e.g. cancel its deadline
         self.frames_written = 0
         self.events_delivered = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._flush_lock = asyncio.Lock()
         self._unconfirmed: CounterReport | None = None
+        self._ping_seq = 0
         self._replying: list[Conn] = []
         """Connections with an outbox to send at the end of this loop iteration."""
 
@@ -232,8 +235,8 @@ class RoomHub:
         return UserLimits.new(self.settings, now)
 
     def detach(self, conn: Conn) -> None:
-        if conn.deadline_timer is not None:
-            conn.deadline_timer.cancel()
+        for cb in self.on_detach:
+            cb(conn)
         mine = self.by_user.get(conn.identity.user)
         if mine is not None:
             mine.discard(conn)
@@ -446,7 +449,43 @@ class RoomHub:
         self._tasks = [
             loop.create_task(self._tick_loop(), name="hub-tick"),
             loop.create_task(self._counter_loop(), name="hub-counters"),
+            loop.create_task(self.keepalive(), name="hub-keepalive"),
         ]
+
+    async def keepalive(self) -> None:
+        """Ping every connection each ``ping_interval_s``; close (1011) one whose pong has not
+        come back within ``ping_timeout_s``. One loop, in chunks that yield, instead of a
+        task, a timer and a coroutine per connection."""
+        s = self.settings
+        while True:
+            await asyncio.sleep(min(s.ping_interval_s, s.ping_timeout_s) / 2)
+            now = time.monotonic()
+            conns = [c for room in list(self.rooms.values()) for c in room.conns]
+            for i, conn in enumerate(conns):
+                if i and i % FLUSH_CHUNK == 0:
+                    await asyncio.sleep(0)
+                self._ping(conn, now)
+
+    def _ping(self, conn: Conn, now: float) -> None:
+        s, ws = self.settings, conn.ws
+        if conn.session.closing or ws.protocol.state is not State.OPEN:
+            return
+        if conn.ping is not None:
+            data, at = conn.ping
+            if data in ws.pending_pings:  # (websockets drops a ping once its pong is in)
+                if now - at > s.ping_timeout_s:
+                    conn.close(1011, "keepalive ping timeout")
+                return
+            if now - at < s.ping_interval_s:
+                return
+        data = self._ping_seq.to_bytes(4, "big")
+        self._ping_seq = (self._ping_seq + 1) % (1 << 32)
+        if data in ws.pending_pings:
+            return
+        ws.pending_pings[data] = (asyncio.get_running_loop().create_future(), now)
+        ws.protocol.send_ping(data)
+        ws.send_data()
+        conn.ping = (data, now)
 
     async def stop(self) -> None:
         await cancel_and_wait(self._tasks)

@@ -9,6 +9,7 @@ viewer. Ops are parsed by ``engine.ops`` and answered on this connection only.
 from __future__ import annotations
 
 import asyncio
+import functools
 import http
 import itertools
 import logging
@@ -16,6 +17,7 @@ import socket
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
@@ -51,12 +53,16 @@ from engine.session import CLOSE_ACCESS_ENDED, ReplayPlan, ViewerSession
 from engine.tasks import TaskSet, cancel_and_wait
 from engine.tokens import Identity, verify_request
 from gateway import metrics
+from gateway.deadlines import Deadlines
 from gateway.hub import Conn, LocalRoom, RoomHub
 from gateway.inbound import Inbound
 
 log = logging.getLogger("liveroom.gateway")
 
 PATH_PREFIX = "/ws/rooms/"
+
+NO_HEADERS = Headers()
+"""What a served connection keeps of its handshake's headers (shared, empty)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +124,8 @@ class Gateway:
         self.counters = RoomCounters(self.redis, self.id, settings.online_ttl_ms)
         self.tasks = TaskSet("gateway")
         self.hub = RoomHub(settings, self.counters, self.lotteries, self.tasks)
+        self.deadlines: Deadlines[Conn] = Deadlines(self._on_deadline)
+        self.hub.on_detach.append(self.deadlines.cancel)
         self.origins = parse_allowed(settings.allowed_origins)
         self.ip_exempt = frozenset(a.strip() for a in settings.ip_limit_exempt.split(",") if a)
         self.writes = ScriptBatcher(
@@ -141,6 +149,7 @@ class Gateway:
         self.server: Server | None = None
         self.draining = False
         self._joins: dict[ServerConnection, JoinRequest] = {}
+        self._lost_callbacks: dict[ServerConnection, Callable[[object], None]] = {}
         """Admitted handshakes whose upgrade has not reached the handler yet."""
         self._admitting = 0
         self._ip_conns: Counter[str] = Counter()
@@ -165,8 +174,8 @@ class Gateway:
             max_size=s.max_message_bytes,
             close_timeout=s.close_timeout_s,
             max_queue=16,
-            ping_interval=20,
-            ping_timeout=20,
+            # One keepalive loop for every connection (``RoomHub.keepalive``), not a task each.
+            ping_interval=None,
         )
         if sock is not None:
             self.server = await serve(self.handler, sock=sock, **kwargs)
@@ -262,7 +271,13 @@ class Gateway:
         self._joins[conn] = join
         self._ip_conns[join.ip] += 1
         self._slots_held[join.conn_id] = (join.room.id, join.identity.user)
-        conn.connection_lost_waiter.add_done_callback(lambda _: self._release_pending(conn))
+        lost = functools.partial(self._lost_before_handler, conn)
+        self._lost_callbacks[conn] = lost
+        conn.connection_lost_waiter.add_done_callback(lost)
+
+    def _lost_before_handler(self, conn: ServerConnection, _: object) -> None:
+        self._lost_callbacks.pop(conn, None)
+        self._release_pending(conn)
 
     def _release_pending(self, conn: ServerConnection) -> None:
         join = self._joins.pop(conn, None)
@@ -385,9 +400,18 @@ class Gateway:
 
     async def handler(self, ws: ServerConnection) -> None:
         join = self._joins.pop(ws, None)
+        lost = self._lost_callbacks.pop(ws, None)
+        if lost is not None:  # the handler gives back what admission took from here on
+            ws.connection_lost_waiter.remove_done_callback(lost)
         if join is None:  # pragma: no cover - websockets only calls us after process_request
             await ws.close(1011, "no join state")
             return
+        # The handshake's parsed request and response are done with: about 4 KiB a connection
+        # otherwise. The request object itself must stay (websockets reads frames only once it
+        # is set, and its parser keeps a reference), so it is emptied instead.
+        if ws.request is not None:
+            ws.request.path, ws.request.headers = "", NO_HEADERS
+        ws.response = None
         now = time.time()
         sp = negotiate([ws.subprotocol] if ws.subprotocol else [])
         user = join.identity.user
@@ -412,16 +436,9 @@ class Gateway:
             self._release(join)
 
     def _arm(self, conn: Conn, now: float) -> None:
-        """(Re)arm the one timer of a connection at its session's next deadline (the token's
-        expiry, a preview's end); an upgrade to a ticket moves it."""
-        if conn.deadline_timer is not None:
-            conn.deadline_timer.cancel()
-            conn.deadline_timer = None
-        due = conn.session.deadline()
-        if due is not None:
-            conn.deadline_timer = asyncio.get_running_loop().call_later(
-                max(0.0, due - now), self._on_deadline, conn
-            )
+        """(Re)arm a connection's deadline at its session's next one (the token's expiry, a
+        preview's end); an upgrade to a ticket moves it. One timer for all (``Deadlines``)."""
+        self.deadlines.arm(conn, conn.session.deadline(), now)
 
     def _on_deadline(self, conn: Conn) -> None:
         now = time.time()

@@ -11,6 +11,9 @@ and prints ``{"ready": port}``. Commands (one per line, one JSON line answers ea
   more than HIGH_WATER unsent bytes is skipped for that round, so the raw writer, like the hub,
   never queues without bound; when a round writes nothing it sleeps 1 ms rather than spin on a
   core the viewers need.
+- ``mem-mark`` / ``mem-diff TOP``: with ``PYTHONTRACEMALLOC`` set, take a tracemalloc
+  snapshot, then answer what is allocated since it (total bytes, and the TOP source lines by
+  size: ``loadtest.memory``'s breakdown).
 - ``quit`` (or end of input): stop.
 
 It never changes what the gateway does: ``FlushProbe`` wraps ``hub.flush`` on the instance
@@ -24,11 +27,13 @@ import argparse
 import asyncio
 import base64
 import faulthandler
+import gc
 import json
 import logging
 import signal
 import sys
 import time
+import tracemalloc
 from array import array
 
 from engine.codec import Subprotocol
@@ -163,10 +168,33 @@ def say(value: dict[str, object]) -> None:
     sys.stdout.flush()
 
 
+def mem_diff(mark: tracemalloc.Snapshot, top: int) -> dict[str, object]:
+    gc.collect()
+    stats = tracemalloc.take_snapshot().compare_to(mark, "lineno")
+    rows = []
+    for st in stats[:top]:
+        frame = st.traceback[0]
+        where = f"{_short(frame.filename)}:{frame.lineno}"
+        rows.append((where, st.size_diff, st.count_diff))
+    return {"total": sum(st.size_diff for st in stats), "top": rows}
+
+
+def _short(path: str) -> str:
+    for marker in ("site-packages/", "/lib/python3", "/work/"):
+        if marker in path:
+            return (
+                path.split(marker, 1)[1].split("/", 1)[-1]
+                if marker != "site-packages/"
+                else path.split(marker, 1)[1]
+            )
+    return path
+
+
 async def serve_commands(gateway: Gateway, probe: FlushProbe) -> None:
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    marks: list[tracemalloc.Snapshot] = []
     while True:
         words = (await reader.readline()).decode().split()
         if not words or words[0] == "quit":
@@ -180,6 +208,12 @@ async def serve_commands(gateway: Gateway, probe: FlushProbe) -> None:
                     gateway, RoomId(room), int(events), float(seconds), int(high_water)
                 )
             )
+        elif words[0] == "mem-mark":
+            gc.collect()
+            marks[:] = [tracemalloc.take_snapshot()]
+            say({"marked": True})
+        elif words[0] == "mem-diff":
+            say(mem_diff(marks[0], int(words[1])))
         else:
             say({"error": f"unknown command {words[0]!r}"})
 
