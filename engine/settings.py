@@ -211,6 +211,8 @@ class Settings:
     """...or this many seconds, whichever holds more."""
     history_hard_cap: int = 1_000_000
     """Absolute cap on a room's stream length, whatever its age (memory bound)."""
+    counts_push_ms: int = 1_000
+    """`likes` and `online` go to a room's viewers at most this often (one frame to each)."""
     counter_interval_ms: int = 250
     """How often a gateway publishes its online counts and reads the room totals."""
     stock_interval_ms: int = 1_000

@@ -137,10 +137,10 @@ class LocalRoom:
         "lotteries",
         "lottery_likers",
         "stock_sent_at",
+        "pushed_counts",
+        "counts_pushed_at",
         "words",
         "words_loading",
-        "state_next",
-        "state_reader",
     )
 
     def __init__(self, room: RoomId) -> None:
@@ -153,6 +153,9 @@ class LocalRoom:
         self.lotteries: dict[str, tuple[Rule, float]] = {}
         """Open lotteries of the room: id -> (rule, ends_at), kept current from history."""
         self.stock_sent_at = 0.0
+        self.pushed_counts: tuple[int | None, int | None] = (None, None)
+        """(likes, online) as last pushed to the room's viewers."""
+        self.counts_pushed_at = 0.0
         self.lottery_likers: dict[str, set[str]] = {}
         """Like-rule lottery id -> users whose first like since it opened is not reported yet."""
         self.likes: int | None = None
@@ -161,9 +164,6 @@ class LocalRoom:
         self.words: WordFilter | None = None
         """The room's own blocked words; None until loaded (and again after a change)."""
         self.words_loading: asyncio.Task[WordFilter] | None = None
-        self.state_next: asyncio.Future | None = None
-        """The next read of the room's join state (``Gateway._room_state``), not sent yet."""
-        self.state_reader: asyncio.Task[None] | None = None
 
 
 class RoomHub:
@@ -389,6 +389,21 @@ class RoomHub:
             self.rooms[rid].new_viewers = set()
         return CounterReport(self.counters.next_seq(), likes, chats, viewers)
 
+    def _push_counts(self, room: LocalRoom, now: float) -> None:
+        """`likes` and `online` go to the room's viewers when they changed, at most once per
+        ``counts_push_ms``: each is one frame to every viewer, so in a room filling up (every
+        join changes `online`) pushing on every sync would cost each join a write to all."""
+        if now - room.counts_pushed_at < self.settings.counts_push_ms / 1000:
+            return
+        likes, online = room.pushed_counts
+        if room.likes is not None and room.likes != likes:
+            room.batch.set_state("likes", {"type": EventType.LIKES, "total": room.likes})
+        if room.online is not None and room.online != online:
+            room.batch.set_state("online", {"type": EventType.ONLINE, "count": room.online})
+        if (room.likes, room.online) != (likes, online):
+            room.pushed_counts = (room.likes, room.online)
+            room.counts_pushed_at = now
+
     async def sync_counters(self, full: bool, now: float) -> None:
         # A report whose reply never came may have been applied: it is resent as it was, under
         # its number, until one reply comes (Redis applies a number once). New deltas wait.
@@ -411,9 +426,7 @@ class RoomHub:
             room = self.rooms.get(rid)
             if room is None:
                 continue
-            if room.likes != t.likes:
-                room.likes = t.likes
-                room.batch.set_state("likes", {"type": EventType.LIKES, "total": t.likes})
+            room.likes = t.likes
             if t.stock and now - room.stock_sent_at >= self.settings.stock_interval_ms / 1000:
                 # Every viewer gets each `sale.stock` frame: at most once a second per room
                 # (a tick each would be 20 writes/s per viewer while stock moves).
@@ -425,9 +438,8 @@ class RoomHub:
                     )
             if t.online is not None:
                 room.reported_online = online[rid] if online else -1
-                if room.online != t.online:
-                    room.online = t.online
-                    room.batch.set_state("online", {"type": EventType.ONLINE, "count": t.online})
+                room.online = t.online
+            self._push_counts(room, now)
         # Rooms whose last local viewer left, and whose 0 has now been reported, go.
         if online is not None:
             for rid, count in online.items():

@@ -41,7 +41,7 @@ from engine.errors import (
     Unavailable,
 )
 from engine.events import EventType
-from engine.ids import Cursor, RoomId, is_valid_id
+from engine.ids import Cursor, EventId, RoomId, is_valid_id
 from engine.lottery import (
     Rule,
 )
@@ -56,6 +56,7 @@ from gateway import metrics
 from gateway.deadlines import Deadlines
 from gateway.hub import Conn, LocalRoom, RoomHub
 from gateway.inbound import Inbound
+from gateway.shared import SharedReads
 
 log = logging.getLogger("liveroom.gateway")
 
@@ -80,7 +81,7 @@ class JoinRequest:
 
 @dataclass(frozen=True, slots=True)
 class JoinState:
-    """A room as a `welcome` shows it, read once for many joins (``Gateway._room_state``)."""
+    """A room as a `welcome` shows it, read once for many joins (``gateway.shared``)."""
 
     head: StreamHead
     lotteries: list[dict]
@@ -114,6 +115,12 @@ class Gateway:
         self.id = gateway_id or uuid.uuid4().hex[:12]
         self.rooms = services.rooms
         self.room_cache = RoomCache(services.rooms)
+        self.states: SharedReads[RoomId, JoinState] = SharedReads(self._read_state)
+        """A room's welcome state, read once for all the joins of a burst."""
+        self.replays: SharedReads[tuple[RoomId, EventId, int], list] = SharedReads(
+            lambda k: self.bus.after(*k)
+        )
+        """A replay chunk, read once for all the joins resuming from the same id."""
         """Room records for joins; dropped when the revocations stream announces a change."""
         self.bus = services.bus
         self.access = services.access
@@ -495,32 +502,16 @@ class Gateway:
         conn.session.on_access(decision)
         self._arm(conn, now)
 
-    async def _room_state(self, local: LocalRoom) -> JoinState:
-        """What a `welcome` needs of the room, read once for every join of the room that was
-        attached before the read went out (so nothing published after it can be missed: those
-        joins buffer live batches from their attachment on). Joins that attach meanwhile
-        share the next read: a reconnect storm costs a few reads per room, not one per join."""
-        if local.state_next is None:
-            local.state_next = asyncio.get_running_loop().create_future()
-            if local.state_reader is None:
-                local.state_reader = asyncio.ensure_future(self._read_states(local))
-        return await asyncio.shield(local.state_next)
-
-    async def _read_states(self, local: LocalRoom) -> None:
-        try:
-            while local.state_next is not None:
-                waiting, local.state_next = local.state_next, None
-                try:
-                    waiting.set_result(await self._read_state(local))
-                except Exception as exc:
-                    waiting.set_exception(exc)
-                    waiting.exception()  # (retrieved: each waiter re-raises it)
-        finally:
-            local.state_reader = None
-
-    async def _read_state(self, local: LocalRoom) -> JoinState:
-        rid, now = local.id, time.time()
-        need_counts = local.likes is None or local.online is None or local.reported_online < 0
+    async def _read_state(self, rid: RoomId) -> JoinState:
+        """What a `welcome` needs of the room (``self.states``: read once for a burst)."""
+        now = time.time()
+        local = self.hub.rooms.get(rid)
+        need_counts = (
+            local is None
+            or local.likes is None
+            or local.online is None
+            or local.reported_online < 0
+        )
         head, lotteries, sale, counts = await asyncio.gather(
             self.bus.head(rid),
             self.lotteries.open_lotteries(rid, now),
@@ -568,7 +559,7 @@ class Gateway:
     async def _join(self, conn: Conn, local: LocalRoom, join: JoinRequest) -> None:
         """welcome, the replay (when resuming), then the hand-off to the shared tick."""
         room = join.room
-        state = await self._room_state(local)
+        state = await self.states.get(room.id)
         head = state.head
         self.reader.subscribe(room.id, head.last_id)
         plan = conn.session.replay_plan(head, room.epoch, join.since)
@@ -577,7 +568,7 @@ class Gateway:
         while True:
             # Replay with flow control (await send): a long catch-up must not trip 4408.
             behind = plan.recovered and after != head.last_id
-            events = await self.bus.after(room.id, after, chunk) if behind else []
+            events = await self.replays.get((room.id, after, chunk)) if behind else []
             conn.session.replayed(events)
             if events:
                 after = events[-1]["id"]
