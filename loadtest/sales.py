@@ -67,7 +67,7 @@ from typing import Any
 
 import psutil
 
-from engine import scripts
+from engine import keys, scripts
 from engine.bus import RoomBus
 from engine.codec import Subprotocol, decode_events, encode_value
 from engine.ids import RoomId
@@ -640,6 +640,8 @@ class Bench:
         self.fsync = "everysec"
         self.redis_version = "Redis ?"
         self.gateway_log: list[str] = []
+        self.stock_check: tuple[int, int, int] | None = None
+        """(stock, orders in Redis, stock left) of the limited-stock phase."""
         self.started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
         self.machine = machine_info()  # before the run: its load average is the machine's own
 
@@ -663,6 +665,10 @@ class Bench:
             "sku-2", "sold out", price_cents=100, stock=1, per_user_limit=1, duration_s=3600
         )
         self.sold_out = (await self.ledger.create(ROOM, gone))["id"]
+        limited = NewSale(
+            "sku-3", "limited", 100, stock=self.args.stock, per_user_limit=HUGE, duration_s=3600
+        )
+        self.limited = (await self.ledger.create(ROOM, limited))["id"]
         await self.ledger.buy(ROOM, self.sold_out, "first", "r1", 1, None, time.time())
         # The raw paths run buy.lua itself, without the deadline guard the product prepends
         # (engine/scripts.py): one TIME call, and their fixed args carry no deadline.
@@ -671,6 +677,13 @@ class Bench:
     @property
     def script(self) -> str:
         return "publish" if self.args.op == "danmaku" else "buy"
+
+    async def count_orders(self) -> None:
+        """What a sale with limited stock ended with, read from Redis after its phase."""
+        orders = await self.redis.xlen(keys.sale_orders(ROOM, self.limited))
+        left = await self.redis.hget(keys.stock(ROOM), self.limited)
+        self.stock_check = (self.args.stock, orders, int(left) if left is not None else 0)
+        print(f"  limited sale: stock {self.args.stock:,}, orders in Redis {orders:,}", flush=True)
 
     async def set_fsync(self, policy: str) -> None:
         await self.redis.config_set("appendfsync", policy)
@@ -753,7 +766,7 @@ class Bench:
         assert self.gateway is not None
         a = self.args
         await self.quiet()
-        sale = self.sold_out if path == "refusal" else self.sale
+        sale = {"refusal": self.sold_out, "limited": self.limited}.get(path, self.sale)
         start = time.monotonic() + 0.3
         spec = {
             "mode": mode,
@@ -965,6 +978,13 @@ async def run(args: argparse.Namespace) -> Bench:
                 )
                 await bench.set_fsync("everysec")
             if batching and args.op == "buy":
+                await bench.buy_phase(
+                    f"{label}, {args.stock:,} in stock",
+                    mode="closed",
+                    seconds=short,
+                    path="limited",
+                )
+                await bench.count_orders()
                 await bench.buy_phase(
                     f"{label}, resend", mode="closed", seconds=short, path="resend"
                 )
@@ -1189,7 +1209,14 @@ def markdown(bench: Bench, command: str) -> str:
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     out += ["| " + " | ".join(cells(r)) + " |" for r in bench.results]
-    out += ["", *[f"- {v}" for v in verdicts(bench.results, a)], end]
+    checks = []
+    if bench.stock_check is not None:
+        stock, orders, _ = bench.stock_check
+        checks.append(
+            f"limited stock: {stock:,} in stock, {orders:,} orders in Redis after the phase: "
+            + ("orders exactly equal stock" if orders == stock else "ORDERS DIFFER FROM STOCK")
+        )
+    out += ["", *[f"- {v}" for v in [*checks, *verdicts(bench.results, a)]], end]
     return "\n".join(out) + "\n"
 
 
@@ -1213,6 +1240,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--op", choices=sorted(AIMS), default="buy", help="the op measured")
     p.add_argument("--buyers", type=int, default=2000, help="WebSocket connections (one user each)")
     p.add_argument("--rooms", type=int, default=100, help="rooms the chatters spread over")
+    p.add_argument(
+        "--stock", type=int, default=20_000, help="stock of the limited sale (buys, saturated)"
+    )
     p.add_argument("--clients", type=int, default=2, help="buyer processes")
     p.add_argument("--seconds", type=float, default=10.0, help="window of the main phases")
     p.add_argument(
