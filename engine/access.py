@@ -124,16 +124,10 @@ class EntitlementCheck:
     async def check(self, room: Room, identity: Identity, *, now: float) -> AccessDecision:
         """The caller's access to ``room``, or ``NotEntitled`` (403)."""
         async with self.redis.pipeline(transaction=False) as p:
-            self.queue_reads(p, room.id, identity.user)
+            for command in self.read_commands(room.id, identity.user):
+                p.execute_command(*command)
             replies = await p.execute()
         return await self.decide(room, identity, replies, now=now)
-
-    @staticmethod
-    def queue_reads(p: Any, room: RoomId, user: str) -> int:
-        """Queue on pipeline ``p`` what ``decide`` needs; returns how many replies they take."""
-        for command in EntitlementCheck.read_commands(room, user):
-            p.execute_command(*command)
-        return 4
 
     @staticmethod
     def read_commands(room: RoomId, user: str) -> list[tuple[str, str]]:
@@ -149,7 +143,7 @@ class EntitlementCheck:
     async def decide(
         self, room: Room, identity: Identity, replies: list[Any], *, now: float
     ) -> AccessDecision:
-        """``check`` from the replies of ``queue_reads`` (a preview reads its clock)."""
+        """``check`` from the replies of ``read_commands`` (a preview reads its clock)."""
         user = identity.user
         ticket, member, muted, ban = replies
         if isinstance(member, list):  # HGETALL as RESP2 sends it: [field, value, ...]

@@ -95,28 +95,29 @@ class ScriptBatcher:
 
     def submit(self, script: GuardedScript, keys: list[Any], args: list[Any], done: Done) -> None:
         """Queue one call; ``done`` gets its answer. Raises ``Unavailable`` when full."""
-        if self.pending >= self.max_pending:
-            raise Unavailable("too many writes in flight here; resend the same ref shortly")
-        self.pending += 1
-        self.calls += 1
         if not self.enabled:
+            self._take_one()
             task = asyncio.ensure_future(self._alone(script, keys, args, done))
             self._solo.add(task)
             task.add_done_callback(self._solo.discard)
             return
-        self._queue.append((script, keys, args, done))
-        if self._flusher is None:
-            self._flusher = asyncio.ensure_future(self._flush())
+        self._enqueue((script, keys, args, done))
 
     def submit_commands(self, commands: list[tuple[Any, ...]], done: Done) -> None:
         """Queue plain commands, sent together in one trip; ``done`` gets the list of their
         replies (an error reply in its place), or one exception for all. Raises
         ``Unavailable`` when full."""
+        self._enqueue((None, commands, [], done))  # type: ignore[arg-type]
+
+    def _take_one(self) -> None:
         if self.pending >= self.max_pending:
-            raise Unavailable("too many requests in flight here; retry shortly")
+            raise Unavailable("too many writes in flight here; resend the same ref shortly")
         self.pending += 1
         self.calls += 1
-        self._queue.append((None, commands, [], done))  # type: ignore[arg-type]
+
+    def _enqueue(self, item: tuple[GuardedScript, list[Any], list[Any], Done]) -> None:
+        self._take_one()
+        self._queue.append(item)
         if self._flusher is None:
             self._flusher = asyncio.ensure_future(self._flush())
 

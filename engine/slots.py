@@ -50,7 +50,7 @@ class ConnectionSlots:
 
     @staticmethod
     def release_command(room: RoomId, user: str, conn_id: str) -> tuple:
-        """``release`` as a command to pipeline."""
+        """The ZREM that gives a connection's slot back, to pipeline (its ttl frees it anyway)."""
         return ("ZREM", keys.user_conns(room, user), conn_id)
 
     async def taken(self, reply: Any, room: RoomId, user: str, conn_id: str, now_ms: int) -> bool:
@@ -60,9 +60,6 @@ class ConnectionSlots:
         if isinstance(reply, Exception):
             raise reply
         return bool(reply)
-
-    async def release(self, room: RoomId, user: str, conn_id: str) -> None:
-        await self.redis.zrem(keys.user_conns(room, user), conn_id)
 
     async def refresh(self, held: Iterable[tuple[RoomId, str, str]], now_ms: int) -> None:
         """Extend every live slot (room, user, conn id) this process holds: one round trip."""

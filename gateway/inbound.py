@@ -104,11 +104,9 @@ class Inbound:
                     reply = await self._in_line(conn, op, now)
                     if reply is not None:
                         self.hub.reply(conn, reply)
-            except LiveroomError as exc:
-                close = self._refuse(conn, exc, ref, now)
             except ConnectionClosed:
                 raise
-            except Exception as exc:  # (a room's words that could not be read, say)
+            except Exception as exc:  # a refusal, or a failure (a room's words unreadable)
                 close = self._refuse(conn, as_error(exc), ref, now)
             else:
                 close = None
@@ -140,14 +138,9 @@ class Inbound:
                 conn.resume = None
             try:
                 if isinstance(reply, BaseException):
-                    raise as_error(reply)
-                ack = answer(reply)
-            except LiveroomError as exc:
-                close = self._refuse(conn, exc, ref, now)
-                if close is not None:
-                    conn.apply(close)
-                return
-            except Exception as exc:  # an answer we cannot read: the client may resend
+                    raise reply
+                ack = answer(reply)  # (raises the op's refusal)
+            except Exception as exc:
                 close = self._refuse(conn, as_error(exc), ref, now)
                 if close is not None:
                     conn.apply(close)
@@ -205,19 +198,14 @@ class Inbound:
     # -- ops answered in line ------------------------------------------------------------
 
     async def _in_line(self, conn: Conn, op: ops.Op, now: float) -> dict | None:
-        try:
-            if isinstance(op, ops.Like):
-                self._like(conn, op, now)
-                return None
-            if isinstance(op, ops.Ping):
-                return {"type": EventType.ACK, "ref": op.ref, "ts": now}
-            if isinstance(op, ops.Enter):
-                conn.session.check_entitled()
-                return await self._enter(conn, op, now)
-        except LiveroomError:
-            raise
-        except Exception as exc:
-            raise as_error(exc) from None
+        if isinstance(op, ops.Like):
+            self._like(conn, op, now)
+            return None
+        if isinstance(op, ops.Ping):
+            return {"type": EventType.ACK, "ref": op.ref, "ts": now}
+        if isinstance(op, ops.Enter):
+            conn.session.check_entitled()
+            return await self._enter(conn, op, now)
         raise BadRequest("unsupported op")  # pragma: no cover
 
     def _like(self, conn: Conn, op: ops.Like, now: float) -> None:

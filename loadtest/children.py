@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import resource
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -19,6 +20,36 @@ import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 LINE_LIMIT = 256 * 1024 * 1024  # latency samples travel as one (long) line
+
+
+async def start_server(
+    cmd: list[str], env: dict[str, str], *, quiet: bool = False
+) -> asyncio.subprocess.Process:
+    """A server in a child process (stdin and stdout piped), once its first line says ready;
+    ``quiet``: its stderr is dropped (a bare server's tracebacks for aborted clients)."""
+    proc = await asyncio.create_subprocess_exec(
+        *cmd,
+        env=env,
+        cwd=ROOT,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL if quiet else None,
+    )
+    assert proc.stdout is not None
+    if not await asyncio.wait_for(proc.stdout.readline(), 60):
+        raise RuntimeError(f"{cmd[:5]} did not start")
+    return proc
+
+
+async def stop_server(proc: asyncio.subprocess.Process, sig: int = signal.SIGTERM) -> None:
+    """Signal it, wait up to 20 s, then kill it."""
+    if proc.returncode is None:
+        proc.send_signal(sig)
+        try:
+            await asyncio.wait_for(proc.wait(), 20)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
 
 
 def raise_nofile() -> int:

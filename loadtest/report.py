@@ -355,6 +355,24 @@ def write_section(path: Path, generated: str) -> None:
     path.write_text(text)
 
 
+def put_section(path: Path, tag: str, section: str, generated: str) -> None:
+    """Replace the block ``<!-- TAG:begin ... TAG:end -->`` of ``path`` with ``generated``
+    (which carries both markers), or add it under ``section`` (appended when missing). The
+    rest of the file, hand-written readings included, stays as it is."""
+    text = path.read_text() if path.exists() else INTRO
+    block = re.compile(rf"<!-- {re.escape(tag)}:begin.*?<!-- {re.escape(tag)}:end -->\n?", re.S)
+    body = generated.rstrip("\n") + "\n"
+    if block.search(text):
+        text = block.sub(lambda _: body, text, count=1)
+    elif section in text:
+        head, _, tail = text.partition(section)
+        text = f"{head}{section}\n\n{body}{tail}"
+    else:
+        text = f"{text.rstrip()}\n\n{section}\n\n{body}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
 def code_version(root: Path) -> str:
     """The commit measured, and whether engine/ or gateway/ differed from it."""
     try:
