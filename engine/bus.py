@@ -3,13 +3,18 @@
 ``RoomBus`` appends and replays; ``RoomReader`` is the ONE reader task of a process, blocking on
 the streams of every room that has local viewers and handing each batch to a callback. Nothing
 here knows about connections; the gateway decides who gets what.
+
+On a Redis Cluster one XREAD cannot span streams of different hash slots (every room has its
+own), so there the reader polls instead: each round is one read (XRANGE after the cursor) per
+stream, every node's share sent at once, back to back while events come and with a short,
+growing wait while none do (``Settings.cluster_poll_ms``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
@@ -19,6 +24,7 @@ from engine import keys, scripts
 from engine.codec import Event, pack_stored, unpack_stored
 from engine.ids import ZERO_ID, EventId, RoomId, stream_id_key
 from engine.settings import Settings
+from engine.store import is_cluster
 from engine.tasks import TaskSet, cancel_and_wait
 
 log = logging.getLogger("liveroom.bus")
@@ -159,7 +165,13 @@ class RoomReader:
         self._followed: dict[str, tuple[str, Callable[[list], None]]] = {}
         self._task: asyncio.Task[None] | None = None
         self._pokes = TaskSet("reader-wakeup")
+        self._cluster = is_cluster(redis)
+        self._woken = asyncio.Event()
+        """(On a cluster) set when the room set changed: the poll's wait ends."""
+        self._idle_ms = 1.0
         self.reads = 0
+        self.errors = 0
+        """Reads that failed (Redis away); each is retried after a backoff."""
 
     @property
     def rooms(self) -> frozenset[RoomId]:
@@ -193,7 +205,9 @@ class RoomReader:
             except RedisError:
                 pass
 
-        if self._task is not None:
+        if self._cluster:
+            self._woken.set()
+        elif self._task is not None:
             self._pokes.spawn(poke())
 
     def start(self) -> None:
@@ -209,45 +223,83 @@ class RoomReader:
             pass
 
     async def _run(self) -> None:
-        s = self._settings
+        read = self._poll if self._cluster else self._block
         backoff = 0.05
         while True:
-            streams: dict[str, str] = {self._wake_key: self._wake_id}
-            for key, (cursor, _) in self._followed.items():
-                streams[key] = cursor
-            for room, cursor in self._cursors.items():
-                streams[keys.events(room)] = cursor
             try:
-                reply = await self._redis.xread(streams, count=s.read_count, block=s.read_block_ms)
+                reply = await read()
                 backoff = 0.05
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
+                self.errors += 1
                 log.warning("room reader: %s; retrying in %.2fs", exc, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
                 continue
             self.reads += 1
-            for raw_key, entries in reply or ():
-                if not entries:
-                    continue
-                key = raw_key if isinstance(raw_key, bytes) else raw_key.encode()
-                if key == self._wake_key.encode():
-                    self._wake_id = entries[-1][0].decode()
-                    continue
-                followed = self._followed.get(key.decode())
-                if followed is not None:
-                    self._followed[key.decode()] = (entries[-1][0].decode(), followed[1])
-                    try:
-                        followed[1](entries)
-                    except Exception:
-                        log.exception("callback for %s failed", key)
-                    continue
-                room = self._key_to_room.get(key)
-                if room is None:
-                    continue  # unsubscribed while the read was in flight
-                self._cursors[room] = entries[-1][0].decode()
+            self._dispatch(reply or ())
+
+    def _streams(self) -> dict[str, str]:
+        streams = {key: cursor for key, (cursor, _) in self._followed.items()}
+        for room, cursor in self._cursors.items():
+            streams[keys.events(room)] = cursor
+        return streams
+
+    async def _block(self) -> list:
+        """One XREAD BLOCK over every stream (one Redis): it returns as soon as any has news,
+        or when our wake-up stream is poked (the room set changed)."""
+        s = self._settings
+        streams = {self._wake_key: self._wake_id, **self._streams()}
+        return await self._redis.xread(streams, count=s.read_count, block=s.read_block_ms)  # type: ignore[no-any-return]
+
+    async def _poll(self) -> list:
+        """Rounds of one read per stream (a Redis Cluster refuses one XREAD across slots),
+        sent to every node at once by the cluster pipeline, until one has news; between empty
+        rounds the wait doubles from 1 ms to ``cluster_poll_ms``."""
+        s = self._settings
+        await self._redis.initialize()  # (once; redis-py's lazy start races its first users)
+        while True:
+            self._woken.clear()  # (before the round: a room added during it ends the wait)
+            streams = self._streams()
+            if streams:
+                # XRANGE, not XREAD: redis-py routes XREAD (movable keys) on a cluster only
+                # after asking a node COMMAND GETKEYS, a round trip per stream per round.
+                async with self._redis.pipeline() as p:
+                    for key, cursor in streams.items():
+                        p.xrange(key, min=f"({cursor}", count=s.read_count)
+                    replies = await p.execute()
+                news = [(key, got) for key, got in zip(streams, replies, strict=True) if got]
+                if news:
+                    self._idle_ms = 1.0
+                    return news
+            try:
+                async with asyncio.timeout(self._idle_ms / 1000):
+                    await self._woken.wait()
+            except TimeoutError:
+                self._idle_ms = min(self._idle_ms * 2, s.cluster_poll_ms)
+
+    def _dispatch(self, reply: Iterable) -> None:
+        for raw_key, entries in reply:
+            if not entries:
+                continue
+            key = raw_key if isinstance(raw_key, bytes) else raw_key.encode()
+            if key == self._wake_key.encode():
+                self._wake_id = entries[-1][0].decode()
+                continue
+            followed = self._followed.get(key.decode())
+            if followed is not None:
+                self._followed[key.decode()] = (entries[-1][0].decode(), followed[1])
                 try:
-                    self._on_events(room, _decode_entries(entries))
+                    followed[1](entries)
                 except Exception:
-                    log.exception("room reader callback failed for %s", room)
+                    log.exception("callback for %s failed", key)
+                continue
+            room = self._key_to_room.get(key)
+            if room is None:
+                continue  # unsubscribed while the read was in flight
+            self._cursors[room] = entries[-1][0].decode()
+            try:
+                self._on_events(room, _decode_entries(entries))
+            except Exception:
+                log.exception("room reader callback failed for %s", room)

@@ -9,6 +9,7 @@ resending one whose reply it never got, adds its deltas once (``lua/count.lua``)
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from redis.asyncio import Redis
 
@@ -64,28 +65,29 @@ class RoomCounters:
         if not rooms and not new_viewers:
             return {}
         seq = self.next_seq() if seq is None else seq
-        async with self.redis.pipeline(transaction=False) as p:
+
+        def build(p: Any) -> None:
             for room, users in (new_viewers or {}).items():
                 p.pfadd(keys.unique_viewers(room), *users)
-            extra = len(new_viewers or {})
             for room in rooms:
-                await self._count(
-                    keys=[
-                        keys.likes(room),
-                        keys.danmaku_count(room),
-                        keys.counter_seq(room, self.gateway_id),
-                    ],
-                    args=[seq, like_deltas.get(room, 0), chats.get(room, 0), SEQ_TTL_S],
-                    client=p,
+                scripts.queue(
+                    p,
+                    self._count,
+                    [keys.likes(room), keys.danmaku_count(room), keys.counter_seq(room, me)],
+                    [seq, like_deltas.get(room, 0), chats.get(room, 0), SEQ_TTL_S],
                 )
                 p.hgetall(keys.stock(room))
                 if online_counts is not None and room in online_counts:
-                    await self._online(
-                        keys=[keys.online(room), keys.online_expiry(room), keys.peak_online(room)],
-                        args=[self.gateway_id, online_counts[room], now_ms, self.online_ttl_ms],
-                        client=p,
+                    scripts.queue(
+                        p,
+                        self._online,
+                        [keys.online(room), keys.online_expiry(room), keys.peak_online(room)],
+                        [me, online_counts[room], now_ms, self.online_ttl_ms],
                     )
-            replies = await p.execute()
+
+        me = self.gateway_id
+        replies = await scripts.run_pipeline(self.redis, build, [self._count, self._online])
+        extra = len(new_viewers or {})
         out: dict[RoomId, RoomTotals] = {}
         i = extra
         for room in rooms:

@@ -423,6 +423,10 @@ class LotteryBook:
         self.lease_s = lease_s
         self.events_cap = events_cap
         self.timers = Timers(redis)
+        self.draws = 0
+        """Draws this process carried out (each lottery is drawn by exactly one caller)."""
+        self.entrants_drawn = 0
+        """Entrants of those draws, summed."""
         self._enter = scripts.guarded(redis, "lottery_enter")
         self._close = scripts.register(redis, "lottery_close")
         self._finish = scripts.register(redis, "lottery_finish")
@@ -470,14 +474,15 @@ class LotteryBook:
         public = _public({k.encode(): str(v).encode() for k, v in record.items()}, 0)
         listed = {k: v for k, v in public.items() if k != "entrants_count"}  # it would go stale
         started = pack_stored({**started_event(public), "ts": now})
+        # Its draw timer first (the timers' set is on another slot of a cluster): no crash
+        # leaves a lottery that never draws; a timer whose lottery was never written is dropped.
+        await self.timers.add(DRAW_TIMER, room, lottery, ends_ms / 1000)
         async with self.redis.pipeline(transaction=True) as p:
             p.hset(lottery_key(room, lottery), mapping=record)
             p.hset(lotteries_open(room), lottery, dumps_json(listed))
             p.zadd(lotteries(room), {lottery: _ms(now)})
             # `lottery.started` goes into history in the same transaction as the lottery
             p.xadd(events(room), {"e": started}, maxlen=self.events_cap, approximate=True)
-            # ... and its draw timer too: no crash leaves a lottery that never draws
-            Timers.add_in(p, DRAW_TIMER, room, lottery, ends_ms / 1000)
             await p.execute()
         return public
 
@@ -586,6 +591,8 @@ class LotteryBook:
         )
         if stored != 1:
             return None
+        self.draws += 1
+        self.entrants_drawn += n
         return await self.get(room, lottery, with_entrants=False)
 
     # -- viewers ----------------------------------------------------------------------------

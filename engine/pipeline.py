@@ -11,7 +11,9 @@ back) rides the same trips; its commands are sent together and answered together
 
 We pack the EVALSHA commands ourselves, straight into RESP: redis-py's pipeline sends a
 ``SCRIPT EXISTS`` round trip before every batch that carries scripts and builds several Python
-objects per command. A ``NOSCRIPT`` answer (Redis restarted or flushed its script cache) did
+objects per command. On a Redis Cluster a trip is redis-py's cluster pipeline instead, which
+sends each node its share of the calls at once (each call's keys are one room's: one slot).
+A ``NOSCRIPT`` answer (Redis restarted or flushed its script cache) did
 nothing, so those calls are sent again, once, after ``SCRIPT LOAD``.
 
 Bounds: at most ``max_pending`` calls queued or in flight (beyond, ``Unavailable`` at once:
@@ -26,16 +28,19 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import ConnectionError, NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as ReplyTimeout
 
 from engine.errors import Unavailable
-from engine.scripts import GuardedScript, late_to_unavailable
-from engine.store import REPLY_TIMEOUT_S
+from engine.scripts import GuardedScript, late_to_unavailable, load_everywhere
+from engine.stats import REDIS_BUCKETS_S, Histogram
+from engine.store import REPLY_TIMEOUT_S, is_cluster
 
 log = logging.getLogger("liveroom.pipeline")
 
@@ -92,6 +97,11 @@ class ScriptBatcher:
         self._solo: set[asyncio.Task[None]] = set()
         self.trips = 0
         self.calls = 0
+        self.latency = Histogram(REDIS_BUCKETS_S)
+        """Seconds from a trip's send to its last reply (NOSCRIPT resends included)."""
+        self.errors: Counter[str] = Counter()
+        """Failed trips by kind (``timeout``, ``connection``, ``other``): every caller of one
+        heard ``unavailable``."""
 
     def submit(self, script: GuardedScript, keys: list[Any], args: list[Any], done: Done) -> None:
         """Queue one call; ``done`` gets its answer. Raises ``Unavailable`` when full."""
@@ -105,7 +115,8 @@ class ScriptBatcher:
 
     def submit_commands(self, commands: list[tuple[Any, ...]], done: Done) -> None:
         """Queue plain commands, sent together in one trip; ``done`` gets the list of their
-        replies (an error reply in its place), or one exception for all. Raises
+        replies, parsed as redis-py parses them (an error reply in its place), or one exception
+        for all. Raises
         ``Unavailable`` when full."""
         self._enqueue((None, commands, [], done))  # type: ignore[arg-type]
 
@@ -159,16 +170,20 @@ class ScriptBatcher:
                 batch = self._queue[: self.max_batch]
                 del self._queue[: self.max_batch]
                 self.trips += 1
+                t0 = time.perf_counter()
                 try:
                     async with asyncio.timeout(self.trip_timeout_s):
                         replies: list[Any] = await self._trip(batch)
+                    self.latency.observe(time.perf_counter() - t0)
                 except TimeoutError:
+                    self.errors["timeout"] += 1
                     # Every wait inside has its own bound; this one holds whatever slips past
                     # them, so that a caller always hears back (resending the same ref is safe).
                     log.warning("a write trip took over %.1f s", self.trip_timeout_s)
                     late = Unavailable("writes are slow to confirm; resend the same ref")
                     replies = [late] * len(batch)
                 except Exception as exc:  # the whole trip failed: every caller learns it
+                    self.errors[_error_kind(exc)] += 1
                     replies = [exc] * len(batch)
                 finally:
                     self.pending -= len(batch)
@@ -181,23 +196,24 @@ class ScriptBatcher:
             self._flusher = None
 
     async def _trip(self, batch: list[tuple[GuardedScript, list[Any], list[Any], Done]]) -> list:
+        if is_cluster(self.redis):
+            return await self._with_scripts(self._cluster_send, batch)
         pool = self.redis.connection_pool
         conn = await pool.get_connection()
         try:
             return await conn.retry.call_with_retry(  # type: ignore[no-any-return]
-                lambda: self._send_all(conn, batch),
+                lambda: self._with_scripts(partial(self._send, conn), batch),
                 lambda _error: conn.disconnect(),
             )
         finally:
             await pool.release(conn)
 
-    async def _send_all(self, conn: Any, batch: list) -> list:
-        replies = await self._send(conn, batch)
+    async def _with_scripts(self, send: Callable[[list], Awaitable[list]], batch: list) -> list:
+        replies = await send(batch)
         missing = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError) and batch[i][0]]
         if missing:  # the script cache was emptied: those calls did nothing; load and resend
-            for script in {batch[i][0] for i in missing}:
-                await self.redis.script_load(script.script)
-            again = await self._send(conn, [batch[i] for i in missing])
+            await load_everywhere(self.redis, list({batch[i][0] for i in missing}))
+            again = await send([batch[i] for i in missing])
             for i, reply in zip(missing, again, strict=True):
                 replies[i] = reply
         return replies
@@ -209,19 +225,14 @@ class ScriptBatcher:
             if script is None:  # a group of plain commands
                 packed += [pack_command(*c) for c in keys]
                 continue
-            # The clock is read here, as the calls are handed to Redis: time spent queued
-            # before this point does not count against the scripts' deadline.
-            due = deadlines.get(script.deadline_s)
-            if due is None:
-                due = deadlines[script.deadline_s] = int((time.time() + script.deadline_s) * 1000)
-            packed.append(pack_evalsha(script.sha, keys, [*args, due]))
+            packed.append(pack_evalsha(script.sha, keys, [*args, _due(deadlines, script)]))
         await conn.send_packed_command(b"".join(packed))
         replies: list[Any] = []
         try:
             async with asyncio.timeout(REPLY_TIMEOUT_S):
                 for script, keys, _, _ in calls:
                     if script is None:
-                        replies.append([await _read(conn) for _ in keys])
+                        replies.append([self._parsed(c, await _read(conn)) for c in keys])
                     else:
                         replies.append(late_to_unavailable(await _read(conn)))
         except TimeoutError:
@@ -234,6 +245,54 @@ class ScriptBatcher:
             await conn.disconnect(nowait=True)
             raise ReplyTimeout("Redis did not answer a write trip in time") from None
         return replies
+
+    def _parsed(self, command: tuple[Any, ...], reply: Any) -> Any:
+        """A plain command's reply as redis-py parses it (``HGETALL`` a dict, ``SET`` True),
+        as the cluster pipeline answers too."""
+        parse = self.redis.response_callbacks.get(str(command[0]).upper())
+        return reply if parse is None or isinstance(reply, Exception) else parse(reply)
+
+    async def _cluster_send(self, calls: list) -> list:
+        """The trip on a Redis Cluster: redis-py's cluster pipeline sends each node its share
+        (every call's keys are one room's, so one slot) at once and follows MOVED and ASK."""
+        deadlines: dict[float, int] = {}
+        async with self.redis.pipeline() as p:
+            for script, keys, args, _ in calls:
+                if script is None:
+                    for command in keys:
+                        p.execute_command(*command)
+                    continue
+                due = _due(deadlines, script)
+                p.execute_command("EVALSHA", script.sha, len(keys), *keys, *args, due)
+            async with asyncio.timeout(REPLY_TIMEOUT_S):
+                flat = await p.execute(raise_on_error=False)
+        replies: list[Any] = []
+        i = 0
+        for script, keys, _, _ in calls:
+            if script is None:
+                replies.append(flat[i : i + len(keys)])
+                i += len(keys)
+            else:
+                replies.append(late_to_unavailable(flat[i]))
+                i += 1
+        return replies
+
+
+def _error_kind(exc: BaseException) -> str:
+    if isinstance(exc, ReplyTimeout):
+        return "timeout"
+    if isinstance(exc, ConnectionError | OSError):
+        return "connection"
+    return "other"
+
+
+def _due(deadlines: dict[float, int], script: GuardedScript) -> int:
+    """The deadline (ms) of ``script``'s calls in this trip. The clock is read as the calls are
+    handed to Redis: time spent queued before this point does not count against it."""
+    due = deadlines.get(script.deadline_s)
+    if due is None:
+        due = deadlines[script.deadline_s] = int((time.time() + script.deadline_s) * 1000)
+    return due
 
 
 async def _read(conn: Any) -> Any:

@@ -182,7 +182,9 @@ class RoomStore:
         # HSETNX on `id` claims the id atomically; the rest of the record follows.
         if not await self.redis.hsetnx(key, "id", room.id):
             raise Conflict(f"room {room.id!r} exists")
-        async with self.redis.pipeline(transaction=True) as p:
+        # The record and the indexes live on different slots of a cluster (the room's tag, the
+        # process-wide lists, the owner's tag): one pipeline, not one transaction.
+        async with self.redis.pipeline(transaction=False) as p:
             p.hset(key, mapping=room.to_hash())
             p.sadd(keys.rooms_index(), room.id)
             p.zadd(keys.rooms_by_time(), {room.id: room.created_at})

@@ -23,7 +23,7 @@ from engine.events import EventType
 from engine.ids import RoomId, is_valid_id
 from engine.rooms import MAX_PRICE_CENTS, TIERS
 from engine.settings import Settings
-from engine.timers import Timers
+from engine.timers import Timer, Timers
 
 
 class SaleStatus(StrEnum):
@@ -201,14 +201,16 @@ class SaleLedger:
             "ends_at_ms": ends,
             "status": SaleStatus.SCHEDULED,
         }
-        # The record and both its timers in one transaction: a crash after it leaves a sale
-        # that opens and ends by itself. A sale that starts now is also opened at once below;
-        # its `sale.open` timer then finds it open and does nothing (transitions act once).
+        # Both timers first, then the record in one transaction (the timers' set is on another
+        # slot of a cluster): a crash between them leaves timers that find no sale and are
+        # dropped, never a sale that does not open or end by itself. A sale that starts now is
+        # also opened at once below; its `sale.open` timer then finds it open and does nothing
+        # (transitions act once).
+        opens, ends_ = Timer("sale.open", room, sale_id), Timer("sale.end", room, sale_id)
+        await self.timers.add_many([(opens, starts / 1000), (ends_, ends / 1000)])
         async with self.redis.pipeline(transaction=True) as p:
             p.hset(keys.sale(room, sale_id), mapping=record)
             p.zadd(keys.sales(room), {sale_id: now})
-            Timers.add_in(p, "sale.open", room, sale_id, starts / 1000)
-            Timers.add_in(p, "sale.end", room, sale_id, ends / 1000)
             await p.execute()
         if new.starts_in_s <= 0:
             await self.open(room, sale_id)

@@ -18,7 +18,7 @@ from engine.rooms import RoomStore
 from engine.sales import SaleLedger
 from engine.settings import Settings
 from engine.slots import ConnectionSlots
-from engine.store import REPLY_TIMEOUT_S, connect
+from engine.store import REPLY_TIMEOUT_S, connect, is_cluster
 from engine.words import BlockedWords
 
 
@@ -60,6 +60,12 @@ class Services:
         return connect(
             s.redis_url, socket_timeout=s.read_block_ms / 1000 + REPLY_TIMEOUT_S, max_connections=4
         )
+
+    async def start(self) -> None:
+        """Connect before any role runs: a cluster client learns the slot map and the command
+        table now (redis-py's lazy start races its first concurrent users)."""
+        if is_cluster(self.redis):
+            await self.redis.initialize()
 
     async def aclose(self) -> None:
         await self.redis.aclose()

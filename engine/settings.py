@@ -114,13 +114,22 @@ class MediaSettings:
 class Settings:
     # -- where things are
     redis_url: str = "redis://127.0.0.1:6379/0"
-    """Redis URL; every role of every process shares one Redis."""
+    """Redis URL; every role of every process shares one Redis: ``redis://HOST:PORT/DB``, or
+    ``redis+cluster://HOST:PORT`` (any one node of a Redis Cluster; the others are found)."""
     host: str = "127.0.0.1"
     """Interface the servers bind to."""
     http_port: int = 8080
     """Port of the HTTP API, web player and host console."""
     ws_port: int = 8081
     """Port of the WebSocket gateway."""
+    log_format: str = "text"
+    """Log lines as human text, or ``json``: one object per line with the process role, the
+    pid and, for a connection, its ``conn`` id (see runtime/logs.py)."""
+    workers: int = 1
+    """Gateway processes serving ``ws_port`` together (``serve --workers N``; SO_REUSEPORT:
+    the kernel spreads new connections over them)."""
+    ws_reuse_port: bool = False
+    """Bind ``ws_port`` with SO_REUSEPORT (set for each worker by ``serve --workers``)."""
     public_ws_url: str = ""
     """WebSocket base URL that pages should use (empty: derived from the request host)."""
 
@@ -226,6 +235,11 @@ class Settings:
     """XREAD BLOCK timeout of the room reader."""
     read_count: int = 1_000
     """Most entries the room reader takes per stream per XREAD."""
+    cluster_poll_ms: int = 25
+    """On a Redis Cluster (where one XREAD cannot span rooms of different slots) the reader
+    polls its rooms' streams, one pipelined round to every node at a time: back to back while
+    events come, then waiting 1, 2, 4 ... ms up to this long while none do (the longest an idle
+    room's first event waits)."""
 
     # -- the media role
     media: MediaSettings = field(default_factory=MediaSettings)
@@ -244,6 +258,10 @@ class Settings:
             raise LiveroomError("token leeway must be between 0 and 5 seconds")
         if self.tick_ms < 1:
             raise LiveroomError("tick_ms must be positive")
+        if self.log_format not in ("text", "json"):
+            raise LiveroomError("log_format must be text or json")
+        if not 1 <= self.workers <= 256:
+            raise LiveroomError("workers must be 1-256")
         return self
 
     def with_(self, **changes: Any) -> Settings:

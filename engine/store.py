@@ -27,13 +27,15 @@ from __future__ import annotations
 import asyncio
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError, RedisError
 from redis.exceptions import TimeoutError as ReplyTimeout
+from redis.maint_notifications import MaintNotificationsConfig
 
 REPLY_TIMEOUT_S = 3.0
 """Longest wait for one Redis reply; past it the command fails and its op answers
@@ -125,6 +127,47 @@ def _watched(base: type[AbstractConnection], breaker: Breaker) -> type[AbstractC
     return Watched
 
 
+CLUSTER_SCHEME = "redis+cluster"
+"""``redis+cluster://HOST:PORT`` names any one node of a Redis Cluster; the rest are found."""
+
+
+def is_cluster_url(url: str) -> bool:
+    return urlsplit(url).scheme in (CLUSTER_SCHEME, CLUSTER_SCHEME.replace("redis", "rediss"))
+
+
+def is_cluster(redis: Any) -> bool:
+    """Whether ``redis`` is a Redis Cluster client (``connect`` of a ``redis+cluster://`` URL)."""
+    return isinstance(redis, RedisCluster)
+
+
+def _retry() -> Retry:
+    return Retry(
+        ExponentialBackoff(cap=0.5, base=0.05), retries=RETRIES, supported_errors=(ConnectionError,)
+    )
+
+
+def connect_cluster(
+    url: str, *, socket_timeout: float | None = REPLY_TIMEOUT_S, max_connections: int = 64
+) -> RedisCluster:
+    """A Redis Cluster client: keys are routed by hash slot (every key of a room shares the
+    room's tag, see ``engine.keys``), MOVED/ASK are followed, the slot map is refreshed after a
+    failover. There is no breaker here: a node that does not answer fails each of its commands
+    after the reply timeout (redis-py's cluster client owns its per-node pools)."""
+    parts = urlsplit(url)
+    scheme = "rediss" if parts.scheme.startswith("rediss") else "redis"
+    return RedisCluster.from_url(  # type: ignore[no-any-return]
+        f"{scheme}://{parts.netloc}",
+        max_connections=max_connections,
+        socket_timeout=socket_timeout,
+        socket_connect_timeout=CONNECT_TIMEOUT_S,
+        retry=_retry(),
+        retry_on_error=[ConnectionError],
+        health_check_interval=10,
+        # (no CLIENT MAINT_NOTIFICATIONS handshake on each new connection: we follow MOVED)
+        maint_notifications_config=MaintNotificationsConfig(enabled=False),
+    )
+
+
 def connect(
     url: str, *, socket_timeout: float | None = REPLY_TIMEOUT_S, max_connections: int = 64
 ) -> Redis:
@@ -135,17 +178,17 @@ def connect(
     waits for events by design."""
     if socket_timeout is not None and socket_timeout <= WRITE_DEADLINE_S:
         raise ValueError("the reply timeout must be longer than the write deadline")
+    if is_cluster_url(url):
+        return connect_cluster(  # type: ignore[return-value]
+            url, socket_timeout=socket_timeout, max_connections=max_connections
+        )
     pool = FailFastPool.from_url(
         url,
         max_connections=max_connections,
         timeout=10,
         socket_timeout=socket_timeout,
         socket_connect_timeout=CONNECT_TIMEOUT_S,
-        retry=Retry(
-            ExponentialBackoff(cap=0.5, base=0.05),
-            retries=RETRIES,
-            supported_errors=(ConnectionError,),
-        ),
+        retry=_retry(),
         retry_on_error=[ConnectionError],
         health_check_interval=10,
     )

@@ -9,7 +9,6 @@ the transition ran, so a process that dies mid-way leaves it for another.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from redis.asyncio import Redis
 
@@ -41,11 +40,12 @@ class Timers:
     async def add(self, kind: str, room: RoomId, ident: str, due_s: float) -> None:
         await self.redis.zadd(keys.timers(), {Timer(kind, room, ident).member: int(due_s * 1000)})
 
-    @staticmethod
-    def add_in(pipe: Any, kind: str, room: RoomId, ident: str, due_s: float) -> None:
-        """Queue the timer in ``pipe``: a transaction that also writes the record it acts
-        on, so no crash can leave a sale that never ends or a lottery that never draws."""
-        pipe.zadd(keys.timers(), {Timer(kind, room, ident).member: int(due_s * 1000)})
+    async def add_many(self, timers: list[tuple[Timer, float]]) -> None:
+        """Add timers (each with its due time, epoch s) at once. Callers add a record's timers
+        BEFORE the record: a crash between leaves a timer that finds nothing and is dropped,
+        never a record whose transition does not happen (the set is process-wide, so on a
+        cluster it cannot share a transaction with a room's keys)."""
+        await self.redis.zadd(keys.timers(), {t.member: int(due * 1000) for t, due in timers})
 
     async def due(self, now_s: float, limit: int = 100) -> list[Timer]:
         raw = await self.redis.zrangebyscore(

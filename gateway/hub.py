@@ -26,6 +26,7 @@ from engine.ids import RoomId
 from engine.lottery import LotteryBook, Rule
 from engine.session import SHARE, Close, Own, UserLimits, ViewerSession
 from engine.settings import Settings
+from engine.stats import GatewayStats
 from engine.tasks import TaskSet, cancel_and_wait
 from engine.tokens import Identity
 from engine.words import WordFilter
@@ -70,12 +71,20 @@ class Conn:
         "inflight",
         "resume",
         "ping",
+        "stats",
     )
 
     def __init__(
-        self, ws: ServerConnection, session: ViewerSession, sp: Subprotocol, tasks: TaskSet
+        self,
+        ws: ServerConnection,
+        session: ViewerSession,
+        sp: Subprotocol,
+        tasks: TaskSet,
+        stats: GatewayStats,
     ) -> None:
         self.ws = ws
+        self.stats = stats
+        """The process's counters (shared by every connection)."""
         self.transport = ws.transport
         self.sp = sp
         self.session = session
@@ -103,6 +112,9 @@ class Conn:
         if self.session.closing or self.ws.protocol.state is not State.OPEN:
             return
         self.transport.write(data)
+        stats = self.stats
+        stats.frames += 1
+        stats.bytes += len(data)
         unsent = self.transport.get_write_buffer_size()
         if unsent > self.limit:  # (the common case asks the session nothing)
             close = self.session.on_unsent(unsent)
@@ -116,6 +128,7 @@ class Conn:
 
     def apply(self, close: Close) -> None:
         """Carry out a close the session decided on."""
+        self.stats.closes[close.code] += 1
         self.tasks.spawn(self.ws.close(close.code, close.reason))
 
     def close(self, code: int, reason: str) -> None:
@@ -184,7 +197,10 @@ class RoomHub:
         self.on_room_empty: list = []  # callbacks(room_id), e.g. unsubscribe the reader
         self.on_detach: list[Callable[[Conn], None]] = []  # e.g. cancel its deadline
         self.frames_written = 0
+        """Shared tick frames written (one per connection per tick with news)."""
         self.events_delivered = 0
+        """Events in those frames, counted once per connection."""
+        self.stats = GatewayStats()
         self._tasks: list[asyncio.Task[None]] = []
         self._flush_lock = asyncio.Lock()
         self._unconfirmed: CounterReport | None = None
@@ -255,6 +271,7 @@ class RoomHub:
 
     def on_events(self, room_id: RoomId, events: list[Event]) -> None:
         """Room reader callback: history events for a room, in id order."""
+        self.stats.events_in += len(events)
         room = self.rooms.get(room_id)
         if room is not None:
             room.batch.add_history(events)
@@ -281,7 +298,9 @@ class RoomHub:
         """One flush at a time: a flush that yields mid-room must finish before the next batch
         of that room goes out, or later connections would get batches out of order."""
         async with self._flush_lock:
+            t0 = time.perf_counter()
             await self.flush_async()
+            self.stats.tick.observe(time.perf_counter() - t0)
 
     async def flush_async(self) -> None:
         """``flush``, yielding to the event loop every ``FLUSH_CHUNK`` connections, so that a

@@ -81,44 +81,52 @@ class Inbound:
     async def serve(self, conn: Conn) -> None:
         """Read and answer ``conn``'s ops until it closes."""
         s = self.settings
-        session, limit = conn.session, s.max_inflight_writes
+        session, limit, stats = conn.session, s.max_inflight_writes, self.hub.stats
         async for message in conn.ws:
             now = time.time()
             handle, notice = session.on_message(now)
             if notice is not None:
                 self.hub.reply(conn, notice)
             if not handle:
+                stats.op("message", "dropped")
                 continue  # over the connection's rate: dropped before any decoding
-            ref = None
+            ref, kind = None, "invalid"
             try:
                 value = decode_message(
                     message, max_bytes=s.max_message_bytes, max_depth=s.max_depth
                 )
                 ref = ops.ref_of(value)
                 op = ops.parse_op(value)
+                kind = type(op).__name__.lower()
                 if isinstance(op, ops.Danmaku):
                     await self._danmaku(conn, op, now)
                 elif isinstance(op, ops.Buy):
                     self._buy(conn, op, now)
                 else:
                     reply = await self._in_line(conn, op, now)
+                    stats.op(kind, "ok")
                     if reply is not None:
                         self.hub.reply(conn, reply)
             except ConnectionClosed:
                 raise
             except Exception as exc:  # a refusal, or a failure (a room's words unreadable)
-                close = self._refuse(conn, as_error(exc), ref, now)
+                close = self._refuse(conn, as_error(exc), ref, now, kind)
             else:
                 close = None
             if close is not None:
+                stats.closes[close.code] += 1
                 await conn.ws.close(close.code, close.reason)
                 return
             if conn.inflight >= limit:
                 conn.resume = asyncio.get_running_loop().create_future()
                 await conn.resume
 
-    def _refuse(self, conn: Conn, exc: LiveroomError, ref: str | None, now: float) -> Close | None:
-        """Send an `error`; the close when it was one bad message too many."""
+    def _refuse(
+        self, conn: Conn, exc: LiveroomError, ref: str | None, now: float, kind: str
+    ) -> Close | None:
+        """Send an `error` (counted under the op ``kind``); the close when it was one bad
+        message too many."""
+        self.hub.stats.op(kind, exc.code)
         reply, close = conn.session.on_refused(exc, ref, now)
         self.hub.reply(conn, reply)
         return close
@@ -126,7 +134,13 @@ class Inbound:
     # -- writes through the batcher ------------------------------------------------------
 
     def _write(
-        self, conn: Conn, call: tuple[list, list], script: Any, answer: Answer, ref: str | None
+        self,
+        conn: Conn,
+        call: tuple[list, list],
+        script: Any,
+        answer: Answer,
+        ref: str | None,
+        kind: str,
     ) -> None:
         """Hand one write to the batcher; its answer reaches ``conn`` from the callback."""
         now = time.time()
@@ -141,10 +155,11 @@ class Inbound:
                     raise reply
                 ack = answer(reply)  # (raises the op's refusal)
             except Exception as exc:
-                close = self._refuse(conn, as_error(exc), ref, now)
+                close = self._refuse(conn, as_error(exc), ref, now, kind)
                 if close is not None:
                     conn.apply(close)
                 return
+            self.hub.stats.op(kind, "ok")
             if ack is not None:
                 self.hub.reply(conn, ack)
 
@@ -168,7 +183,7 @@ class Inbound:
                 self._published(conn, text, now)
             return {"type": EventType.ACK, "ref": op.ref, "id": event_id}
 
-        self._write(conn, call, self.bus.publish_script, answer, op.ref)
+        self._write(conn, call, self.bus.publish_script, answer, op.ref, "danmaku")
 
     def _published(self, conn: Conn, text: str, now: float) -> None:
         self.hub.count_danmaku(conn.room)
@@ -193,7 +208,7 @@ class Inbound:
             order = answer_to_order(reply)  # (raises the refusal: sold_out, limit, closed...)
             return {"type": EventType.ACK, "ref": op.ref, "order": order.to_dict()}
 
-        self._write(conn, call, self.sales.buy_script, answer, op.ref)
+        self._write(conn, call, self.sales.buy_script, answer, op.ref, "buy")
 
     # -- ops answered in line ------------------------------------------------------------
 

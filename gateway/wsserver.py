@@ -13,6 +13,7 @@ import functools
 import http
 import itertools
 import logging
+import os
 import socket
 import time
 import uuid
@@ -187,7 +188,9 @@ class Gateway:
         if sock is not None:
             self.server = await serve(self.handler, sock=sock, **kwargs)
         else:
-            self.server = await serve(self.handler, s.host, s.ws_port, **kwargs)
+            # (SO_REUSEPORT under ``serve --workers``: the kernel spreads connections)
+            reuse = {"reuse_port": True} if s.ws_reuse_port else {}
+            self.server = await serve(self.handler, s.host, s.ws_port, **reuse, **kwargs)
         after = await last_id(self.redis, keys.revocations())
         self.reader.follow(keys.revocations(), after, self._on_revocations)
         self.reader.start()
@@ -330,10 +333,18 @@ class Gateway:
         else:
             try:
                 await self.redis.ping()
-                body, status = b'{"status":"ok"}', 200
             except Exception:
                 return error_response(Unavailable("redis unreachable"))
-            ctype = "application/json"
+            # Which process answered (under ``--workers`` several share the port) and its load.
+            body = dumps_json(
+                {
+                    "status": "ok",
+                    "gateway": self.id,
+                    "pid": os.getpid(),
+                    "connections": self.hub.connection_count,
+                }
+            ).encode()
+            status, ctype = 200, "application/json"
         headers = Headers()
         headers["Content-Type"] = ctype
         headers["Content-Length"] = str(len(body))
@@ -426,7 +437,7 @@ class Gateway:
         session = ViewerSession(
             join.identity, join.room.id, join.decision, self.settings, now, limits
         )
-        conn = Conn(ws, session, sp, self.tasks)
+        conn = Conn(ws, session, sp, self.tasks, self.hub.stats)
         local = self.hub.attach(conn)
         if self._revoked_at.get(user, -1.0) >= join.checked_at:
             # A refund or ban reached us after this join's check but before it was attached
@@ -441,6 +452,15 @@ class Gateway:
         finally:
             self.hub.detach(conn)
             self._release(join)
+            code = ws.close_code
+            # A close the server decided (4403 access ended, 4408 slow, ...) is worth a line.
+            level = logging.INFO if code is not None and code >= 4000 else logging.DEBUG
+            if log.isEnabledFor(level):
+                log.log(
+                    level,
+                    "connection closed",
+                    extra={"conn": join.conn_id, "room": join.room.id, "user": user, "code": code},
+                )
 
     def _arm(self, conn: Conn, now: float) -> None:
         """(Re)arm a connection's deadline at its session's next one (the token's expiry, a

@@ -523,7 +523,7 @@ async def redis_py_pipelined(
         async with ledger.redis.pipeline(transaction=False) as p:
             for _ in range(depth):
                 k, a = call(wall)
-                await script(keys=k, args=a, client=p)
+                script.queue(p, k, a)
             results = await p.execute(raise_on_error=False)
         now = time.monotonic()
         for r in results:

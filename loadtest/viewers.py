@@ -175,7 +175,7 @@ async def open_all(args: argparse.Namespace, totals: Totals) -> tuple[list[Viewe
                         await open_viewer(
                             args.host,
                             args.port,
-                            args.room,
+                            args.room if args.rooms <= 1 else f"{args.room}{i % args.rooms}",
                             token,
                             totals,
                             i % args.sample_every == 0,
@@ -241,6 +241,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--room", required=True)
+    p.add_argument(
+        "--rooms", type=int, default=1, help="viewer i joins ROOM + str(i %% N) when N > 1"
+    )
     p.add_argument("--secret", required=True)
     p.add_argument("--first", type=int, default=0, help="index of this process's first viewer")
     p.add_argument("--count", type=int, required=True)

@@ -42,7 +42,17 @@ class _MediaCollector:
         refused = CounterMetricFamily(
             "liveroom_media_refused", "sessions refused by a limit", labels=["limit"]
         )
+        packets = CounterMetricFamily(
+            "liveroom_media_packets",
+            "encoded packets published to the rooms' feeds (video frames, Opus packets)",
+            labels=["kind"],
+        )
         st = [s.stats() for s in self.services]
+        rooms_now = [r for x in st for r in x["rooms"].values()]
+        packets.add_metric(
+            ["video"], sum(f["frames"] for r in rooms_now for f in r.get("feeds", {}).values())
+        )
+        packets.add_metric(["audio"], sum(r.get("audio", {}).get("packets", 0) for r in rooms_now))
         sessions.add_metric(["whep"], sum(x["sessions"]["whep"] for x in st))
         sessions.add_metric(["whip"], sum(x["sessions"]["whip"] for x in st))
         encoders.add_metric([], sum(x["encoders"] for x in st))
@@ -51,7 +61,7 @@ class _MediaCollector:
         skips.add_metric([], sum(x["viewer_skips"] for x in st))
         for limit in ("process", "user"):
             refused.add_metric([limit], sum(s.book.refused[limit] for s in self.services))
-        yield from (sessions, encoders, rooms, encoded, skips, refused)
+        yield from (sessions, encoders, rooms, encoded, skips, refused, packets)
 
 
 _collector = _MediaCollector()

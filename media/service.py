@@ -377,14 +377,15 @@ class MediaService:
         if not rooms:
             return
         now_ms = int(time.time() * 1000)
-        async with self.redis.pipeline(transaction=False) as p:
+        ttl = self.settings.online_ttl_ms
+
+        def build(p: Any) -> None:
             for room in rooms:
-                await self._online(
-                    keys=[keys.media_viewers(room), keys.media_viewers_expiry(room)],
-                    args=[self.id, counts.get(room, 0), now_ms, self.settings.online_ttl_ms],
-                    client=p,
-                )
-            await p.execute()
+                room_keys = [keys.media_viewers(room), keys.media_viewers_expiry(room)]
+                args = [self.id, counts.get(room, 0), now_ms, ttl]
+                scripts.queue(p, self._online, room_keys, args)
+
+        await scripts.run_pipeline(self.redis, build, [self._online])
         self._reported = {r for r, n in counts.items() if n > 0}
 
     # -- introspection -----------------------------------------------------------------------

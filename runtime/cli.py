@@ -15,6 +15,7 @@ from engine.ids import RoomId
 from engine.rooms import Access, NewRoom, RoomStatus, RoomStore
 from engine.settings import DEV_SECRET, Settings
 from engine.tokens import Role, issue
+from runtime.logs import configure as configure_logs
 
 DEMO_ROOM = RoomId("demo")
 
@@ -27,6 +28,7 @@ def _settings(args: argparse.Namespace, *, dev: bool = False) -> Settings:
         http_port=getattr(args, "http_port", None),
         ws_port=getattr(args, "ws_port", None),
         tick_ms=getattr(args, "tick_ms", None),
+        workers=getattr(args, "workers", None),
         dev=True if dev or getattr(args, "dev", False) else None,
     )
 
@@ -65,6 +67,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from runtime.runner import serve
 
     settings = _settings(args).check()
+    configure_logs(settings.log_format, args.role)
+    if settings.workers > 1:
+        from runtime.workers import supervise
+
+        return supervise(args.argv, settings.workers, args.role)
     _run(serve(settings, args.role))
     return 0
 
@@ -75,6 +82,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     dev = os.environ.get("LIVEROOM_SECRET") in (None, "", DEV_SECRET)
     settings = _settings(args, dev=dev).check()
+    configure_logs(settings.log_format, "all")
     redis_child = None
     if not (args.redis_url or os.environ.get("REDIS_URL")):
         data = Path(args.data_dir)
@@ -211,6 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
     common(serve)
     serve.add_argument("--role", choices=("all", "gateway", "api", "media"), default="all")
     serve.add_argument("--dev", action="store_true", help="allow the default token secret")
+    serve.add_argument(
+        "--workers", type=int, help="gateway processes on the WebSocket port (default 1)"
+    )
     serve.set_defaults(func=cmd_serve)
 
     tok = sub.add_parser("token", help="print a token signed with LIVEROOM_SECRET")
@@ -235,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[2:] if argv is None else argv[1:])  # what follows the command
     logging.basicConfig(
         level=getattr(args, "log_level", "INFO").upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -7,6 +7,7 @@ crash of Redis itself (see docs/architecture.md for the trade-off).
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -20,6 +21,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def free_cluster_port() -> int:
+    """A free port whose cluster bus port (10,000 above it) is free too; so at most 55535."""
+    rng = random.Random()
+    while True:
+        port = rng.randrange(20_000, 55_000)
+        try:
+            for p in (port, port + 10_000):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", p))
+        except OSError:
+            continue
+        return port
+
+
 class RedisServer:
     def __init__(
         self,
@@ -28,13 +43,15 @@ class RedisServer:
         port: int | None = None,
         appendonly: bool = True,
         fsync: str = "always",
+        cluster: bool = False,
     ) -> None:
         # Absolute: redis-server resolves `--logfile` after changing into `--dir`, so a relative
         # data dir would name the log file twice over (`.liveroom/redis/.liveroom/redis/...`).
         self.data_dir = Path(data_dir).resolve()
-        self.port = port or free_port()
+        self.port = port or (free_cluster_port() if cluster else free_port())
         self.appendonly = appendonly
         self.fsync = fsync
+        self.cluster = cluster
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -69,6 +86,9 @@ class RedisServer:
             "--maxclients",
             "10000",
         ]
+        if self.cluster:
+            args += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+            args += ["--cluster-node-timeout", "5000"]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -95,3 +115,50 @@ class RedisServer:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+
+
+class RedisClusterServers:
+    """A private Redis Cluster of ``masters`` masters (no replicas) on loopback, for the tests
+    and the benchmarks: each node a ``RedisServer`` with ``--cluster-enabled yes``, joined by
+    ``redis-cli --cluster create``. ``url`` names one node; clients discover the rest."""
+
+    def __init__(self, data_dir: str | os.PathLike[str], *, masters: int = 3) -> None:
+        root = Path(data_dir).resolve()
+        self.nodes = [
+            RedisServer(root / f"node{i}", appendonly=False, cluster=True) for i in range(masters)
+        ]
+
+    @property
+    def url(self) -> str:
+        return f"redis+cluster://127.0.0.1:{self.nodes[0].port}"
+
+    def start(self, timeout: float = 30.0) -> RedisClusterServers:
+        cli = shutil.which("redis-cli")
+        if cli is None:
+            raise RuntimeError("redis-cli not found: apt-get install redis-tools")
+        for node in self.nodes:
+            node.start()
+        subprocess.run(
+            [cli, "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in self.nodes)]
+            + ["--cluster-replicas", "0", "--cluster-yes"],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=timeout,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            states = [
+                subprocess.run(
+                    [cli, "-p", str(n.port), "cluster", "info"], capture_output=True, text=True
+                ).stdout
+                for n in self.nodes
+            ]
+            if all("cluster_state:ok" in s for s in states):
+                return self
+            time.sleep(0.1)
+        raise RuntimeError("the Redis Cluster did not reach cluster_state:ok in time")
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()

@@ -14,6 +14,7 @@ from api.app import create_app
 from engine.services import Services
 from engine.settings import Settings
 from gateway.wsserver import Gateway
+from runtime import metrics
 from runtime.scheduler import Scheduler
 
 log = logging.getLogger("liveroom")
@@ -33,6 +34,8 @@ async def serve(
     The composition root of the process: one ``Services`` (the Redis client, the ledgers, the
     settings), built here and handed to every role."""
     services = Services.build(settings)
+    await services.start()
+    metrics.watch(services, role)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -94,4 +97,5 @@ async def serve(
                 pass
         if media is not None:
             await media.stop()
+        metrics.unwatch(services)
         await services.aclose()

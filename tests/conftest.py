@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
@@ -7,7 +8,8 @@ import pytest
 import pytest_asyncio
 from redis.asyncio import Redis
 
-from runtime.redis_server import RedisServer
+from engine.store import connect
+from runtime.redis_server import RedisClusterServers, RedisServer
 from tests.support import Api, Proc
 
 
@@ -17,9 +19,16 @@ def tmp_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def redis_server(tmp_root: Path) -> Iterator[RedisServer]:
-    """One private redis-server for the session (tests use unique room ids, never flush)."""
-    server = RedisServer(tmp_root / "redis", appendonly=False).start()
+def redis_server(tmp_root: Path) -> Iterator[RedisServer | RedisClusterServers]:
+    """One private redis-server for the session (tests use unique room ids, never flush).
+
+    ``LIVEROOM_TEST_REDIS=cluster`` runs the whole suite on a 3-master Redis Cluster instead
+    (tests/cluster runs on one whatever the setting)."""
+    server: RedisServer | RedisClusterServers
+    if os.environ.get("LIVEROOM_TEST_REDIS") == "cluster":
+        server = RedisClusterServers(tmp_root / "redis-cluster").start()
+    else:
+        server = RedisServer(tmp_root / "redis", appendonly=False).start()
     yield server
     server.stop()
 
@@ -31,7 +40,7 @@ def redis_url(redis_server: RedisServer) -> str:
 
 @pytest_asyncio.fixture
 async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url)
+    client = connect(redis_url, socket_timeout=None)
     yield client
     await client.aclose()
 

@@ -86,7 +86,9 @@ async def stats(room: str, who: Caller, api: Api) -> dict[str, Any]:
     likes, online = await api.counters.snapshot(record.id, int(time.time() * 1000))
     async with redis.pipeline(transaction=False) as p:
         p.get(keys.peak_online(record.id))
-        p.pfcount(keys.unique_viewers(record.id))
+        # (a command by name: redis-py's cluster pipeline refuses ``pfcount``, multi-key in
+        # general, though one key is fine)
+        p.execute_command("PFCOUNT", keys.unique_viewers(record.id))
         p.get(keys.danmaku_count(record.id))
         p.zrange(keys.sales(record.id), 0, -1)
         peak, uniq, chats, sale_ids = await p.execute()

@@ -99,7 +99,8 @@ async def test_gateway_port_answers_metrics_and_health(gateways: list[Proc]) -> 
         m = await c.get("/metrics")
         assert m.status_code == 200 and "liveroom_gateway_connections" in m.text
         h = await c.get("/healthz")
-        assert h.status_code == 200 and h.json() == {"status": "ok"}
+        assert h.status_code == 200 and h.json()["status"] == "ok"
+        assert h.json()["pid"] == gateways[0].proc.pid  # which process answered (--workers)
 
 
 async def test_healthz_is_503_when_redis_is_unreachable(spawn) -> None:

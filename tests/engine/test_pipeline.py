@@ -166,6 +166,6 @@ async def test_a_group_of_commands_is_answered_together_with_errors_in_place(
     key = unique("grp")
     batcher = ScriptBatcher(redis)
     got = await batcher.commands([("SET", key, "v"), ("HGETALL", key), ("GET", key)])
-    assert got[0] == b"OK" and got[2] == b"v"
+    assert got[0] is True and got[2] == b"v"  # parsed as redis-py parses them
     assert "WRONGTYPE" in str(got[1])  # an error reply takes its place; the others still count
     assert batcher.pending == 0

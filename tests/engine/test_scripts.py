@@ -34,8 +34,8 @@ async def test_late_calls_in_a_pipeline_answer_late_one_by_one(redis: Redis) -> 
     late = GuardedScript(redis, "publish", deadline_s=-1.0)
     on_time = GuardedScript(redis, "publish", deadline_s=5.0)
     async with redis.pipeline(transaction=False) as p:
-        await late(keys=[stream], args=_publish_args(), client=p)
-        await on_time(keys=[stream], args=_publish_args(), client=p)
+        late.queue(p, [stream], _publish_args())
+        on_time.queue(p, [stream], _publish_args())
         first, second = await p.execute(raise_on_error=False)
     assert is_late(first) and not isinstance(second, Exception)
     assert await redis.xlen(stream) == 1
