@@ -152,7 +152,12 @@ def connect_cluster(
     """A Redis Cluster client: keys are routed by hash slot (every key of a room shares the
     room's tag, see ``engine.keys``), MOVED/ASK are followed, the slot map is refreshed after a
     failover. There is no breaker here: a node that does not answer fails each of its commands
-    after the reply timeout (redis-py's cluster client owns its per-node pools)."""
+    after the reply timeout (redis-py's cluster client owns its per-node pools).
+
+    ``await client.initialize()`` before using it from many tasks at once (``Services.start``
+    does): until it knows the slot map, redis-py 8 sends a command to any node, and the MOVED
+    replies of a burst make it rebuild its node table while commands are in flight on the
+    connections it closes; those commands are retried and may run twice."""
     parts = urlsplit(url)
     scheme = "rediss" if parts.scheme.startswith("rediss") else "redis"
     return RedisCluster.from_url(  # type: ignore[no-any-return]

@@ -8,7 +8,7 @@ import pytest
 import pytest_asyncio
 from redis.asyncio import Redis
 
-from engine.store import connect
+from engine.store import connect, is_cluster
 from runtime.redis_server import RedisClusterServers, RedisServer
 from tests.support import Api, Proc
 
@@ -41,6 +41,8 @@ def redis_url(redis_server: RedisServer) -> str:
 @pytest_asyncio.fixture
 async def redis(redis_url: str) -> AsyncIterator[Redis]:
     client = connect(redis_url, socket_timeout=None)
+    if is_cluster(client):
+        await client.initialize()  # (see engine.store.connect_cluster)
     yield client
     await client.aclose()
 
