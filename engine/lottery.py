@@ -412,6 +412,18 @@ def _merge_page(
     return heapq.nsmallest(winners, itertools.chain(best, pairs))
 
 
+def entry_of(reply: Any, lottery: str) -> Entry:
+    """``lottery_enter.lua``'s answer to an entry; raises ``LotteryClosed`` (`closed`)."""
+    if isinstance(reply, BaseException):
+        raise reply
+    answer = reply.decode() if isinstance(reply, bytes) else reply
+    if answer == "missing":
+        raise LotteryClosed(f"no open lottery {lottery!r}")
+    if answer == "closed":
+        raise LotteryClosed(f"lottery {lottery!r} is closed")
+    return Entry(answer)
+
+
 class LotteryBook:
     """Lotteries of every room, in Redis. Every state change is one Lua script (all keys under
     the room's hash tag), so gateways, the API and schedulers on many hosts agree."""
@@ -602,19 +614,24 @@ class LotteryBook:
 
         Raises ``LotteryClosed`` (`closed`) unless the lottery is open and before ``ends_at``.
         """
+        keys_, args = self.enter_call(room, lottery, user, now)
+        return entry_of(await self._enter(keys=keys_, args=args), lottery)
+
+    @property
+    def enter_script(self) -> scripts.GuardedScript:
+        """``lottery_enter.lua``, for a caller that pipelines many (``engine.pipeline``)."""
+        return self._enter
+
+    def enter_call(
+        self, room: RoomId, lottery: str, user: str, now: float
+    ) -> tuple[list[str], list[object]]:
+        """The keys and args of one entry (give its reply to ``entry_of``); raises
+        ``BadRequest`` / ``LotteryClosed`` for ids that cannot name an entrant or a lottery."""
         if not is_valid_id(user):
             raise BadRequest("user id must be 1-64 characters of [A-Za-z0-9_.-]")
         if not is_valid_id(lottery):
             raise LotteryClosed(f"no open lottery {lottery[:64]!r}")
-        got = await self._enter(
-            keys=self._entry_keys(room, lottery), args=["enter", _ms(now), user]
-        )
-        answer = got.decode() if isinstance(got, bytes) else got
-        if answer == "missing":
-            raise LotteryClosed(f"no open lottery {lottery!r}")
-        if answer == "closed":
-            raise LotteryClosed(f"lottery {lottery!r} is closed")
-        return Entry(answer)
+        return self._entry_keys(room, lottery), ["enter", _ms(now), user]
 
     async def note_likes(
         self, room: RoomId, lottery: str, users: Iterable[str], now: float
