@@ -39,6 +39,8 @@ class Latency:
     p99_ms: float
     max_ms: float
     samples: int
+    p999_ms: float = 0.0
+    """The 99.9th percentile (last, with a default, so positional callers keep working)."""
 
     @classmethod
     def of(cls, samples_ms: list[float]) -> Latency | None:
@@ -46,7 +48,9 @@ class Latency:
             return None
         s = sorted(samples_ms)
         n = len(s)
-        return cls(s[int(0.50 * (n - 1))], s[int(0.99 * (n - 1))], s[-1], n)
+        return cls(
+            s[int(0.50 * (n - 1))], s[int(0.99 * (n - 1))], s[-1], n, s[int(0.999 * (n - 1))]
+        )
 
 
 @dataclass(frozen=True, slots=True)
