@@ -40,7 +40,7 @@ from redis.exceptions import TimeoutError as ReplyTimeout
 from engine.errors import Unavailable
 from engine.scripts import GuardedScript, late_to_unavailable, load_everywhere
 from engine.stats import REDIS_BUCKETS_S, Histogram
-from engine.store import REPLY_TIMEOUT_S, is_cluster
+from engine.store import REPLY_TIMEOUT_S, RETRIES, is_cluster
 
 log = logging.getLogger("liveroom.pipeline")
 
@@ -197,7 +197,7 @@ class ScriptBatcher:
 
     async def _trip(self, batch: list[tuple[GuardedScript, list[Any], list[Any], Done]]) -> list:
         if is_cluster(self.redis):
-            return await self._with_scripts(self._cluster_send, batch)
+            return await self._cluster_trip(batch)
         pool = self.redis.connection_pool
         conn = await pool.get_connection()
         try:
@@ -207,6 +207,27 @@ class ScriptBatcher:
             )
         finally:
             await pool.release(conn)
+
+    async def _cluster_trip(self, batch: list) -> list:
+        """A trip on a cluster. The calls a dropped connection failed (redis-py's cluster
+        pipeline hands back the error in their place) are resent, as the one-Redis trip
+        resends its calls: every call here is safe to resend (refs, guarded scripts,
+        idempotent slot commands)."""
+        replies: list[Any] = [None] * len(batch)
+        todo = list(range(len(batch)))
+        for attempt in range(RETRIES + 1):
+            if attempt:
+                await asyncio.sleep(0.05 * 2 ** (attempt - 1))
+            try:
+                got = await self._with_scripts(self._cluster_send, [batch[i] for i in todo])
+            except ConnectionError as exc:
+                got = [exc] * len(todo)
+            for i, reply in zip(todo, got, strict=True):
+                replies[i] = reply
+            todo = [i for i in todo if _dropped(replies[i])]
+            if not todo:
+                break
+        return replies
 
     async def _with_scripts(self, send: Callable[[list], Awaitable[list]], batch: list) -> list:
         replies = await send(batch)
@@ -276,6 +297,13 @@ class ScriptBatcher:
                 replies.append(late_to_unavailable(flat[i]))
                 i += 1
         return replies
+
+
+def _dropped(reply: Any) -> bool:
+    """Whether a call's reply is a dropped connection (a group's: any of its commands')."""
+    if isinstance(reply, list):
+        return any(isinstance(r, ConnectionError) for r in reply)
+    return isinstance(reply, ConnectionError)
 
 
 def _error_kind(exc: BaseException) -> str:
