@@ -97,7 +97,7 @@ class Inbound:
                 )
                 ref = ops.ref_of(value)
                 op = ops.parse_op(value)
-                kind = type(op).__name__.lower()
+                kind = value["op"]  # (a known op's name: parse_op accepted it)
                 if isinstance(op, ops.Danmaku):
                     await self._danmaku(conn, op, now)
                 elif isinstance(op, ops.Buy):
