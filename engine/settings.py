@@ -154,6 +154,10 @@ class Settings:
     """SO_SNDBUF of each viewer socket: bounds kernel memory per viewer (0 keeps autotuning)."""
     max_connections: int = 15_000
     """Connections one gateway process accepts before answering 503."""
+    ws_backlog: int = 4096
+    """Connections the kernel queues for the gateway before it accepts them (listen backlog;
+    capped by ``net.core.somaxconn``). After a gateway restart every viewer comes back at once:
+    a short queue drops their SYNs, and each dropped one waits 1 s, then 3 s, ... to retry."""
     max_conns_per_user: int = 5
     """Connections one user may hold to one room, across every gateway (429 beyond)."""
     conn_slot_ttl_ms: int = 15_000
@@ -262,6 +266,8 @@ class Settings:
             raise LiveroomError("log_format must be text or json")
         if not 1 <= self.workers <= 256:
             raise LiveroomError("workers must be 1-256")
+        if not 1 <= self.ws_backlog <= 65_535:
+            raise LiveroomError("ws_backlog must be 1-65535")
         return self
 
     def with_(self, **changes: Any) -> Settings:

@@ -190,7 +190,9 @@ class Gateway:
         else:
             # (SO_REUSEPORT under ``serve --workers``: the kernel spreads connections)
             reuse = {"reuse_port": True} if s.ws_reuse_port else {}
-            self.server = await serve(self.handler, s.host, s.ws_port, **reuse, **kwargs)
+            self.server = await serve(
+                self.handler, s.host, s.ws_port, backlog=s.ws_backlog, **reuse, **kwargs
+            )
         after = await last_id(self.redis, keys.revocations())
         self.reader.follow(keys.revocations(), after, self._on_revocations)
         self.reader.start()

@@ -72,7 +72,8 @@ async def handler(ws):
     async for _ in ws:
         pass
 async def main():
-    async with serve(handler, "127.0.0.1", int(sys.argv[1]), compression=None):
+    # the gateway's listen backlog (Settings.ws_backlog), so both queue alike
+    async with serve(handler, "127.0.0.1", int(sys.argv[1]), compression=None, backlog=4096):
         print("ready", flush=True)
         await asyncio.Future()
 uvloop.run(main())

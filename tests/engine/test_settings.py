@@ -36,6 +36,9 @@ def test_a_real_secret_passes() -> None:
         ({"secret": GOOD_SECRET, "token_leeway_s": 6}, "leeway"),
         ({"secret": GOOD_SECRET, "token_leeway_s": -1}, "leeway"),
         ({"secret": GOOD_SECRET, "tick_ms": 0}, "tick_ms"),
+        ({"secret": GOOD_SECRET, "workers": 0}, "workers"),
+        ({"secret": GOOD_SECRET, "ws_backlog": 0}, "ws_backlog"),
+        ({"secret": GOOD_SECRET, "ws_backlog": 70_000}, "ws_backlog"),
     ],
 )
 def test_unsafe_settings_are_refused(changes: dict, says: str) -> None:

@@ -7,12 +7,15 @@ receiving every event meanwhile.
 from __future__ import annotations
 
 import asyncio
+import signal
 import socket
 import time
 from contextlib import AsyncExitStack
+from pathlib import Path
 
 import httpx
 
+from loadtest.wire import check_upgrade, upgrade_request
 from tests.gateway.admission_helpers import Witness, _join, _status
 from tests.support import Api, Proc, token, unique
 
@@ -156,3 +159,70 @@ async def test_oversized_headers_get_4xx(api: Api, gateways: list[Proc]) -> None
         long_path = f"GET /ws/rooms/{'r' * 20_000} HTTP/1.1\r\nHost: x\r\n\r\n"
         assert (await first_line(long_path.encode())).startswith(b"HTTP/1.1 414")
         await w.say()
+
+
+def _listen_overflows() -> int:
+    """The kernel's count of connections dropped because a listen queue was full."""
+    lines = Path("/proc/net/netstat").read_text().splitlines()
+    for names, values in zip(lines[::2], lines[1::2], strict=True):
+        if names.startswith("TcpExt:"):
+            return int(dict(zip(names.split(), values.split(), strict=True))["ListenOverflows"])
+    raise AssertionError("no TcpExt line in /proc/net/netstat")
+
+
+async def _burst(port: int, n: int) -> list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    """``n`` TCP connections opened at once; those the kernel has not completed within 2 s
+    (their SYNs were dropped) are abandoned."""
+    tries = [asyncio.ensure_future(asyncio.open_connection("127.0.0.1", port)) for _ in range(n)]
+    await asyncio.wait(tries, timeout=2)
+    for t in tries:
+        t.cancel()
+    return [t.result() for t in tries if t.done() and not t.cancelled() and not t.exception()]
+
+
+async def test_a_burst_of_viewers_at_a_busy_gateway_is_queued_not_dropped(api: Api, spawn) -> None:
+    """After a gateway restart every viewer reconnects at once. While the gateway is busy
+    (here: stopped), the kernel holds their connections in the listen queue; with the
+    default ``ws_backlog`` none is dropped (a dropped SYN waits 1 s, 3 s, ... to retry), and
+    once the gateway runs again every one of them is welcomed."""
+    n = min(600, int(Path("/proc/sys/net/core/somaxconn").read_text()) - 10)
+    room = unique("burst")
+    await api.create_room(room)
+    short = spawn(env={"LIVEROOM_WS_BACKLOG": "16"})  # the control: a short queue drops
+    gw = spawn()
+    for proc in (short, gw):
+        proc.signal(signal.SIGSTOP)
+    try:
+        before = _listen_overflows()
+        dropped = await _burst(short.ws_port, n)
+        assert _listen_overflows() > before  # the counter sees a full queue here
+        for _, w in dropped:
+            w.close()
+        before = _listen_overflows()
+        conns = await _burst(gw.ws_port, n)
+        assert _listen_overflows() == before
+        assert len(conns) == n
+    finally:
+        for proc in (short, gw):
+            proc.signal(signal.SIGCONT)
+    welcomed = await asyncio.gather(*(_upgrade(r, w, gw.ws_port, room) for r, w in conns))
+    assert all(welcomed)
+
+
+async def _upgrade(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, port: int, room: str
+) -> bool:
+    request, accept = upgrade_request(
+        "127.0.0.1", port, f"/ws/rooms/{room}", token(unique("v")), "liveroom.v1.json"
+    )
+    try:
+        writer.write(request)
+        async with asyncio.timeout(30):
+            head = await reader.readuntil(b"\r\n\r\n")
+            assert check_upgrade(head[:-4], accept) is None
+            got = b""
+            while b"welcome" not in got and (chunk := await reader.read(65536)):
+                got += chunk
+        return b"welcome" in got
+    finally:
+        writer.close()
