@@ -32,7 +32,7 @@ from engine.tokens import Identity
 from engine.words import WordFilter
 
 if TYPE_CHECKING:
-    from websockets.asyncio.server import ServerConnection
+    from gateway.connection import LiveConnection
 
 log = logging.getLogger("liveroom.hub")
 
@@ -76,7 +76,7 @@ class Conn:
 
     def __init__(
         self,
-        ws: ServerConnection,
+        ws: LiveConnection,
         session: ViewerSession,
         sp: Subprotocol,
         tasks: TaskSet,

@@ -34,6 +34,7 @@ from engine.session import Close
 from engine.settings import Settings
 from engine.tasks import TaskSet
 from engine.words import EMPTY, BlockedWords, WordFilter
+from gateway.connection import Broken
 from gateway.hub import Conn, RoomHub
 
 log = logging.getLogger("liveroom.gateway")
@@ -82,7 +83,11 @@ class Inbound:
         """Read and answer ``conn``'s ops until it closes."""
         s = self.settings
         session, limit, stats = conn.session, s.max_inflight_writes, self.hub.stats
-        async for message in conn.ws:
+        inbox = conn.ws.recv_messages
+        while (message := await inbox.next()) is not None:
+            if type(message) is Broken:  # invalid UTF-8, too many fragments: the RFC's close
+                await conn.ws.close(message.code, message.reason)
+                return
             now = time.time()
             handle, notice = session.on_message(now)
             if notice is not None:
