@@ -4,7 +4,8 @@ websockets hands every connection an ``Assembler`` (a queue object, its own queu
 64-slot deque) and ``recv()`` awaits through three coroutines of it; an idle viewer keeps all of
 that alive for hours. Here the frames websockets parses land in an ``Inbox``: whole messages in
 a list that is empty while idle, one future while the reader waits, nothing else. Reading pauses
-when ``high`` messages wait unhandled and resumes when they are taken, as websockets' own does.
+when ``high`` messages wait unhandled and resumes when a quarter of that is left, as websockets'
+own does.
 The drain waiters (a deque per connection upstream) are a list, and the per-connection
 ``LoggerAdapter`` is dropped for the module's logger.
 
@@ -92,7 +93,7 @@ class Inbox:
             finally:
                 self.waiter = None
         message = self.messages.pop(0)
-        if self.paused and len(self.messages) < self.high:
+        if self.paused and len(self.messages) <= self.high // 4:
             self.paused = False
             self.transport.resume_reading()
         return message
