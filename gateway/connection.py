@@ -93,7 +93,7 @@ class Inbox:
             finally:
                 self.waiter = None
         message = self.messages.pop(0)
-        if self.paused and len(self.messages) <= self.high // 4:
+        if self.paused and len(self.messages) <= self.high // 4 and not self.closed:
             self.paused = False
             self.transport.resume_reading()
         return message

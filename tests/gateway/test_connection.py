@@ -72,6 +72,8 @@ async def test_many_messages_in_one_write_are_all_answered_in_order(
     ws.send_data()
     answers = await _answers(ws, 40)
     assert [a.get("ref") for a in answers] == [f"p{i}" for i in range(40)]
+    await ws.send(json.dumps({"op": "ping", "ref": "after"}))  # reading resumed
+    assert [a.get("ref") for a in await _answers(ws, 1)] == ["after"]
     await ws.close()
 
 
