@@ -26,6 +26,10 @@ from websockets.frames import CloseCode, Frame, Opcode
 
 log = logging.getLogger("websockets.server")
 
+MAX_UNREAD = 16
+"""Messages received and not yet handled before reading the connection pauses (websockets'
+``max_queue``); it resumes at a quarter of that."""
+
 MAX_FRAGMENTS = 4096
 """A message of more frames than this closes the connection (1009), as websockets does."""
 
@@ -111,7 +115,7 @@ class Inbox:
 
     def _push(self, message: Message) -> None:
         self.messages.append(message)
-        if not self.paused and len(self.messages) >= self.high and not self.closed:
+        if not self.paused and len(self.messages) >= self.high:
             self.paused = True
             self.transport.pause_reading()
         self._wake()
@@ -135,4 +139,4 @@ class LiveConnection(ServerConnection):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        self.recv_messages = Inbox(self.transport, self.max_queue_high or 16)
+        self.recv_messages = Inbox(self.transport, self.max_queue_high or MAX_UNREAD)

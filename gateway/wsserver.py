@@ -54,7 +54,7 @@ from engine.session import CLOSE_ACCESS_ENDED, ReplayPlan, ViewerSession
 from engine.tasks import TaskSet, cancel_and_wait
 from engine.tokens import Identity, verify_request
 from gateway import metrics
-from gateway.connection import LiveConnection
+from gateway.connection import MAX_UNREAD, LiveConnection
 from gateway.deadlines import Deadlines
 from gateway.hub import Conn, LocalRoom, RoomHub
 from gateway.inbound import Inbound
@@ -182,7 +182,7 @@ class Gateway:
             compression=None,
             max_size=s.max_message_bytes,
             close_timeout=s.close_timeout_s,
-            max_queue=16,
+            max_queue=MAX_UNREAD,
             create_connection=LiveConnection,  # (its own receive path: gateway/connection.py)
             # One keepalive loop for every connection (``RoomHub.keepalive``), not a task each.
             ping_interval=None,

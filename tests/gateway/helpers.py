@@ -5,9 +5,25 @@ from __future__ import annotations
 import asyncio
 import time
 
-from engine.codec import Event
+from websockets.asyncio.client import ClientConnection, connect
+
+from engine.codec import Event, decode_events
 from engine.ids import stream_id_key
 from sdk.client import LiveroomClient
+
+
+async def raw_ws(
+    ws_url: str, room: str, tok: str, sub: str = "liveroom.v1.json"
+) -> ClientConnection:
+    """A plain websockets client in ``room``, its `welcome` read: for what the SDK never sends."""
+    ws = await connect(
+        f"{ws_url}/ws/rooms/{room}",
+        subprotocols=[sub],
+        additional_headers={"Authorization": f"Bearer {tok}"},
+        compression=None,
+    )
+    assert decode_events(await ws.recv())[0]["type"] == "welcome"
+    return ws
 
 
 async def collect_history(c: LiveroomClient, n: int, timeout: float = 20.0) -> list[Event]:

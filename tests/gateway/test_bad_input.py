@@ -13,18 +13,8 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from engine.codec import decode_events
+from tests.gateway.helpers import raw_ws
 from tests.support import SECRET, Api, Proc, token, unique
-
-
-async def _ws(gw: Proc, room: str, tok: str, sub: str = "liveroom.v1.json"):
-    ws = await connect(
-        f"{gw.ws_url}/ws/rooms/{room}",
-        subprotocols=[sub],
-        additional_headers={"Authorization": f"Bearer {tok}"},
-        compression=None,
-    )
-    assert decode_events(await ws.recv())[0]["type"] == "welcome"
-    return ws
 
 
 async def _reply(ws) -> dict:
@@ -65,7 +55,7 @@ async def room(api: Api) -> str:
 async def test_bad_message_gets_bad_request_and_connection_stays(
     gateways: list[Proc], room: str, message: bytes | str
 ) -> None:
-    ws = await _ws(gateways[0], room, token("bad"))
+    ws = await raw_ws(gateways[0].ws_url, room, token("bad"))
     await ws.send(message)
     err = await _reply(ws)
     assert err["type"] == "error" and err["code"] == "bad_request" and err["message"]
@@ -75,7 +65,7 @@ async def test_bad_message_gets_bad_request_and_connection_stays(
 
 
 async def test_content_errors_have_their_own_codes(gateways: list[Proc], room: str) -> None:
-    ws = await _ws(gateways[1], room, token("chatty"), sub="liveroom.v1.msgpack")
+    ws = await raw_ws(gateways[1].ws_url, room, token("chatty"), sub="liveroom.v1.msgpack")
     from engine.codec import Subprotocol, encode_value
 
     for text, code in (("   ", "empty"), ("y" * 201, "too_long")):
@@ -88,7 +78,7 @@ async def test_content_errors_have_their_own_codes(gateways: list[Proc], room: s
 
 
 async def test_eleventh_bad_message_in_10s_closes_1008(gateways: list[Proc], room: str) -> None:
-    ws = await _ws(gateways[0], room, token("spammer"))
+    ws = await raw_ws(gateways[0].ws_url, room, token("spammer"))
     for _ in range(10):
         await ws.send("garbage")
         assert (await _reply(ws))["code"] == "bad_request"
@@ -100,7 +90,7 @@ async def test_eleventh_bad_message_in_10s_closes_1008(gateways: list[Proc], roo
 
 
 async def test_message_over_64k_closes_1009(gateways: list[Proc], room: str) -> None:
-    ws = await _ws(gateways[0], room, token("big"))
+    ws = await raw_ws(gateways[0].ws_url, room, token("big"))
     await ws.send(json.dumps({"op": "danmaku", "text": "z" * 100 * 1024}))
     with pytest.raises(ConnectionClosed):
         while True:
@@ -154,7 +144,7 @@ async def test_no_token_is_401_and_unknown_room_is_404(gateways: list[Proc]) -> 
 
 async def test_sixth_connection_of_a_user_is_429(gateways: list[Proc], room: str) -> None:
     tok = token("greedy")
-    conns = [await _ws(gateways[0], room, tok) for _ in range(5)]
+    conns = [await raw_ws(gateways[0].ws_url, room, tok) for _ in range(5)]
     with pytest.raises(InvalidStatus) as info:
         await connect(f"{gateways[0].ws_url}/ws/rooms/{room}?token={tok}")
     assert info.value.response.status_code == 429

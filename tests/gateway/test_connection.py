@@ -8,22 +8,11 @@ import json
 
 import msgpack
 import pytest
-from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from engine.codec import decode_events
+from tests.gateway.helpers import raw_ws
 from tests.support import Api, Proc, token, unique
-
-
-async def _ws(gw: Proc, room: str, user: str, sub: str = "liveroom.v1.json"):
-    ws = await connect(
-        f"{gw.ws_url}/ws/rooms/{room}",
-        subprotocols=[sub],
-        additional_headers={"Authorization": f"Bearer {token(user)}"},
-        compression=None,
-    )
-    assert decode_events(await ws.recv())[0]["type"] == "welcome"
-    return ws
 
 
 async def _answers(ws, n: int) -> list[dict]:
@@ -50,7 +39,7 @@ async def room(api: Api) -> str:
 
 
 async def test_fragmented_messages_are_one_op_each(gateways: list[Proc], room: str) -> None:
-    ws = await _ws(gateways[0], room, "fragments")
+    ws = await raw_ws(gateways[0].ws_url, room, token("fragments"))
     text = json.dumps({"op": "ping", "ref": "text-in-parts"})
     await ws.send([text[:5], text[5:17], text[17:]])  # three frames: TEXT, CONT, CONT (fin)
     packed = msgpack.packb({"op": "ping", "ref": "binary-in-parts"})
@@ -66,7 +55,7 @@ async def test_many_messages_in_one_write_are_all_answered_in_order(
 ) -> None:
     """More messages than the inbox holds before reading pauses (16) arrive in one TCP write:
     reading pauses and resumes, nothing is lost or reordered."""
-    ws = await _ws(gateways[1], room, "burst")
+    ws = await raw_ws(gateways[1].ws_url, room, token("burst"))
     for i in range(40):  # queued by the client, flushed together
         ws.protocol.send_text(json.dumps({"op": "ping", "ref": f"p{i}"}).encode())
     ws.send_data()
@@ -78,14 +67,14 @@ async def test_many_messages_in_one_write_are_all_answered_in_order(
 
 
 async def test_text_that_is_not_utf8_closes_1007(gateways: list[Proc], room: str) -> None:
-    ws = await _ws(gateways[0], room, "not-utf8")
+    ws = await raw_ws(gateways[0].ws_url, room, token("not-utf8"))
     ws.protocol.send_text(b'{"op": "ping", "ref": "\xff\xfe"}')
     ws.send_data()
     assert await _closed(ws) == 1007
 
 
 async def test_a_message_of_too_many_fragments_closes_1009(gateways: list[Proc], room: str) -> None:
-    ws = await _ws(gateways[1], room, "many-fragments")
+    ws = await raw_ws(gateways[1].ws_url, room, token("many-fragments"))
     with contextlib.suppress(ConnectionClosed):  # (the close may come while it sends)
         await ws.send(["x"] * 5000)
     assert await _closed(ws) == 1009
