@@ -181,6 +181,12 @@ def lottery_drawn_entrants(room: RoomId, lottery: str) -> str:
     return _room(room) + f":lottery:{lottery}:drawn"
 
 
+def lottery_staged_entrants(room: RoomId, lottery: str, claim: str) -> str:
+    """String: the sorted entrants as one drawer appends them page by page, renamed to
+    ``lottery_drawn_entrants`` when that drawer's result is stored (expires with its claim)."""
+    return _room(room) + f":lottery:{lottery}:staged:{claim}"
+
+
 def lotteries(room: RoomId) -> str:
     """Sorted set: the room's lottery ids by creation time."""
     return _room(room) + ":lotteries"

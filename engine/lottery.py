@@ -25,11 +25,12 @@ How a viewer becomes an entrant (the gateway checks ``eligible`` first, every ti
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import heapq
 import itertools
 import secrets
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -38,6 +39,7 @@ from redis.asyncio import Redis
 
 from engine import scripts
 from engine.codec import dumps_json, loads_json, pack_stored
+from engine.drawpool import DrawPool, hmac_digests
 from engine.errors import BadRequest, Conflict, Forbidden, InvalidBody, NotFound
 from engine.events import EventType
 from engine.ids import RoomId, is_valid_id
@@ -49,6 +51,7 @@ from engine.keys import (
     lottery_entrants,
     lottery_key,
     lottery_likers,
+    lottery_staged_entrants,
     lottery_waiting,
 )
 from engine.rooms import TIERS
@@ -63,7 +66,7 @@ DRAW_TIMER = "lottery.draw"
 """Timer kind (``engine.timers``) due at ``ends_at``: the scheduler calls ``close_and_draw``."""
 DRAW_LEASE_S = 60.0
 """How long a draw claim holds before another process may take the draw over."""
-FETCH_PAGE = 100_000
+FETCH_PAGE = 50_000
 """Entrants fetched per ZRANGE at the draw, so Redis never builds one huge reply."""
 ENTRY_ACCESS = ("free", "ticket", "member")
 PAID_ACCESS = ("ticket", "member")
@@ -96,7 +99,7 @@ def commit_of(seed: bytes) -> str:
 
 def hmac_of(seed: bytes, user: str) -> str:
     """One entrant's draw value, ``HMAC-SHA256(key=seed, msg=user)`` in hex (for display)."""
-    return next(_hmac_digests(seed, [user.encode("utf-8")])).hex()
+    return next(hmac_digests(seed, [user.encode("utf-8")])).hex()
 
 
 def draw(seed: bytes, entrants: Iterable[str], winners: int) -> list[str]:
@@ -126,29 +129,8 @@ def draw_members(seed: bytes, members: Iterable[bytes], winners: int) -> list[by
     # them alive, so memory stays flat however many entrants there are.
     return [
         m
-        for _, m in heapq.nsmallest(
-            winners, zip(_hmac_digests(seed, members), members, strict=True)
-        )
+        for _, m in heapq.nsmallest(winners, zip(hmac_digests(seed, members), members, strict=True))
     ]
-
-
-def _hmac_digests(key: bytes, messages: Iterable[bytes]) -> Iterator[bytes]:
-    """HMAC-SHA256 (RFC 2104) of each message under one key, with the key schedule done once.
-
-    ``hmac.digest`` sets up a fresh HMAC context per call, which costs about as much as the
-    hashing itself for short ids; here the inner hash state after ``key ^ ipad`` is computed
-    once and copied per message, and the outer hash is one 96-byte sha256.
-    """
-    if len(key) > 64:
-        key = hashlib.sha256(key).digest()
-    key = key.ljust(64, b"\0")
-    inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
-    opad = bytes(b ^ 0x5C for b in key)
-    copy_inner, sha256 = inner.copy, hashlib.sha256
-    for m in messages:
-        h = copy_inner()
-        h.update(m)
-        yield sha256(opad + h.digest()).digest()
 
 
 class VerifyCheck(StrEnum):
@@ -404,12 +386,10 @@ def _public(h: Mapping[bytes, bytes], live_count: int) -> dict[str, Any]:
     return out
 
 
-def _merge_page(
-    seed: bytes, best: list[tuple[bytes, bytes]], page: list[bytes], winners: int
-) -> list[tuple[bytes, bytes]]:
-    """The ``winners`` smallest (HMAC, id) pairs among ``best`` and one page of ids."""
-    pairs = zip(_hmac_digests(seed, page), page, strict=True)
-    return heapq.nsmallest(winners, itertools.chain(best, pairs))
+async def _shielded_unlink(redis: Redis, key: str) -> None:
+    """Best effort: drop a failed draw's staged entrants now (they expire with the claim)."""
+    with contextlib.suppress(Exception):
+        await asyncio.shield(redis.unlink(key))
 
 
 def entry_of(reply: Any, lottery: str) -> Entry:
@@ -429,9 +409,16 @@ class LotteryBook:
     the room's hash tag), so gateways, the API and schedulers on many hosts agree."""
 
     def __init__(
-        self, redis: Redis, *, lease_s: float = DRAW_LEASE_S, events_cap: int = 1_000_000
+        self,
+        redis: Redis,
+        *,
+        lease_s: float = DRAW_LEASE_S,
+        events_cap: int = 1_000_000,
+        draw_pool: DrawPool | None = None,
     ) -> None:
         self.redis = redis
+        self.draw_pool = draw_pool if draw_pool is not None else DrawPool()
+        """Where the draw's hashing runs (worker processes for draws of more than a page)."""
         self.lease_s = lease_s
         self.events_cap = events_cap
         self.timers = Timers(redis)
@@ -442,6 +429,10 @@ class LotteryBook:
         self._enter = scripts.guarded(redis, "lottery_enter")
         self._close = scripts.register(redis, "lottery_close")
         self._finish = scripts.register(redis, "lottery_finish")
+
+    async def aclose(self) -> None:
+        """Stop the draw pool's workers (a later draw starts new ones)."""
+        await self.draw_pool.aclose()
 
     # -- hosts ------------------------------------------------------------------------------
 
@@ -554,58 +545,73 @@ class LotteryBook:
             lottery_key(room, lottery), ["seed", "winners_count"]
         )
         seed, winners = bytes.fromhex(seed_hex.decode()), int(count)
-        # A page at a time, in id order (the zset's order: no sort needed), keeping only the
-        # best pairs so far and each page's ids joined: a million entrants never sit in memory
-        # as a million objects. Entry is closed, so the set cannot change between pages.
-        key = lottery_entrants(room, lottery)
-        best: list[tuple[bytes, bytes]] = []
-        chunks: list[bytes] = []
-        n = 0
-        while True:
-            page = await self.redis.zrange(key, n, n + FETCH_PAGE - 1)
-            if page:
-                # ~0.1 s of hashing per 100,000 ids: a thread keeps the event loop serving
-                best = await asyncio.to_thread(_merge_page, seed, best, page, winners)
-                chunks.append(b"\n".join(page))
-                n += len(page)
-            if len(page) < FETCH_PAGE:
-                break
-        winner_ids = [m.decode() for _, m in best]
-        joined = b"\n".join(chunks)
-        digest = hashlib.sha256(joined).hexdigest()
-        public = {
-            "id": lottery,
-            "winners": winner_ids,
-            "seed": seed.hex(),
-            "entrants_count": n,
-            "entrants_sha256": digest,
-        }
-        drawn = pack_stored({**drawn_event(public), "ts": now})
-        stored = await self._finish(
-            keys=[
-                lottery_key(room, lottery),
-                lottery_entrants(room, lottery),
-                lottery_likers(room, lottery),
-                lottery_waiting(room, lottery),
-                lottery_drawn_entrants(room, lottery),
-                events(room),
-            ],
-            args=[
-                token,
-                dumps_json(winner_ids),
-                n,
-                _ms(now),
-                joined,
-                drawn,
-                self.events_cap,
-                digest,
-            ],
-        )
+        staged = lottery_staged_entrants(room, lottery, token)
+        try:
+            n, best, digest = await self._hash_entrants(room, lottery, staged, seed, winners)
+            winner_ids = [m.decode() for _, m in best]
+            public = {
+                "id": lottery,
+                "winners": winner_ids,
+                "seed": seed.hex(),
+                "entrants_count": n,
+                "entrants_sha256": digest,
+            }
+            drawn = pack_stored({**drawn_event(public), "ts": now})
+            stored = await self._finish(
+                keys=[
+                    lottery_key(room, lottery),
+                    lottery_entrants(room, lottery),
+                    lottery_likers(room, lottery),
+                    lottery_waiting(room, lottery),
+                    lottery_drawn_entrants(room, lottery),
+                    events(room),
+                    staged,
+                ],
+                args=[token, dumps_json(winner_ids), n, _ms(now), drawn, self.events_cap, digest],
+            )
+        except BaseException:
+            await _shielded_unlink(self.redis, staged)
+            raise
         if stored != 1:
             return None
         self.draws += 1
         self.entrants_drawn += n
         return await self.get(room, lottery, with_entrants=False)
+
+    async def _hash_entrants(
+        self, room: RoomId, lottery: str, staged: str, seed: bytes, winners: int
+    ) -> tuple[int, list[tuple[bytes, bytes]], str]:
+        """Fetch a closed lottery's entrants a page at a time, in id order (the zset's order: no
+        sort needed), hash each page in the draw pool as it comes (overlapping the next fetch)
+        and append it to ``staged``; the entrant count, the best (HMAC, id) pairs, and the
+        sha256 of the newline-joined entrants. Only the pages' best pairs stay: a million
+        entrants never sit in memory as a million objects. Entry is closed, so the set cannot
+        change between pages."""
+        key = lottery_entrants(room, lottery)
+        lease_ms = int(self.lease_s * 1000)
+        entrants_sha = hashlib.sha256()
+        bests = []
+        n = 0
+        async with asyncio.TaskGroup() as pages:
+            while True:
+                page = await self.redis.zrange(key, n, n + FETCH_PAGE - 1)
+                if page:
+                    joined = b"\n".join(page)
+                    alone = n == 0 and len(page) < FETCH_PAGE
+                    bests.append(
+                        pages.create_task(self.draw_pool.best(seed, joined, winners, alone=alone))
+                    )
+                    if n:
+                        joined = b"\n" + joined
+                    entrants_sha.update(joined)
+                    async with self.redis.pipeline(transaction=False) as pipe:
+                        pipe.append(staged, joined).pexpire(staged, lease_ms)
+                        await pipe.execute()
+                    n += len(page)
+                if len(page) < FETCH_PAGE:
+                    break
+        best = heapq.nsmallest(winners, itertools.chain.from_iterable(t.result() for t in bests))
+        return n, best, entrants_sha.hexdigest()
 
     # -- viewers ----------------------------------------------------------------------------
 

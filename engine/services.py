@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 
 from engine.access import EntitlementCheck
 from engine.bus import RoomBus
+from engine.drawpool import DrawPool
 from engine.lottery import LotteryBook
 from engine.rooms import RoomStore
 from engine.sales import SaleLedger
@@ -45,7 +46,11 @@ class Services:
             bus=RoomBus(redis, settings),
             access=EntitlementCheck(redis),
             sales=SaleLedger(redis, settings),
-            lotteries=LotteryBook(redis, events_cap=settings.history_hard_cap),
+            lotteries=LotteryBook(
+                redis,
+                events_cap=settings.history_hard_cap,
+                draw_pool=DrawPool(settings.draw_processes),
+            ),
             words=BlockedWords(redis),
             slots=ConnectionSlots(
                 redis, limit=settings.max_conns_per_user, ttl_ms=settings.conn_slot_ttl_ms
@@ -68,4 +73,5 @@ class Services:
             await self.redis.initialize()
 
     async def aclose(self) -> None:
+        await self.lotteries.aclose()
         await self.redis.aclose()

@@ -239,6 +239,9 @@ class Settings:
     """XREAD BLOCK timeout of the room reader."""
     read_count: int = 1_000
     """Most entries the room reader takes per stream per XREAD."""
+    draw_processes: int = 0
+    """Worker processes that hash a lottery draw of more than 100,000 entrants in parallel
+    (hashlib holds the GIL for short ids, so threads cannot); 0: one per CPU, at most 16."""
     cluster_poll_ms: int = 25
     """On a Redis Cluster (where one XREAD cannot span rooms of different slots) the reader
     polls its rooms' streams, one pipelined round to every node at a time: back to back while
@@ -266,6 +269,8 @@ class Settings:
             raise LiveroomError("log_format must be text or json")
         if not 1 <= self.workers <= 256:
             raise LiveroomError("workers must be 1-256")
+        if not 0 <= self.draw_processes <= 16:
+            raise LiveroomError("draw_processes must be 0-16")
         if not 1 <= self.ws_backlog <= 65_535:
             raise LiveroomError("ws_backlog must be 1-65535")
         return self

@@ -2,8 +2,8 @@
 
 ``python -m loadtest.lottery [--write-md]`` starts a private redis-server (no AOF), fills each
 lottery's entrants set directly (ZADD in bulk: entry speed is not what is measured), and times
-``LotteryBook.close_and_draw`` end to end (close script, paged fetch, HMAC draw, storing the
-sorted entrants). Beside it, in the same run and on the same ids:
+``LotteryBook.close_and_draw`` end to end (close script, paged fetch, HMAC draw in worker
+processes, storing the sorted entrants). Beside it, in the same run and on the same ids:
 
 - the fetch alone and the pure draw alone (``draw_members``), to show where the time goes;
 - the raw limit: one ``hashlib.sha256`` per id and nothing else (the hashing floor; an HMAC
@@ -39,6 +39,7 @@ from pathlib import Path
 from redis.asyncio import Redis
 
 from engine import lottery as lot
+from engine.drawpool import DrawPool
 from engine.ids import RoomId
 from engine.lottery import LotteryBook
 from loadtest.report import cpu_model
@@ -73,8 +74,8 @@ def _ids(n: int) -> list[bytes]:
     return [f"u{(i * 2654435761) % 10**12:x}".encode() for i in range(n)]
 
 
-def _rss_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
+def _rss_kib(field: str, pid: int | str = "self") -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(field + ":"):
             return int(line.split()[1])
     return 0
@@ -161,12 +162,17 @@ async def _measure(url: str, n: int, repeats: int, winners: int) -> Row:
         assert len(got["entrants"]) == n
         drawn_bytes = await redis.memory_usage(lot.lottery_drawn_entrants(ROOM, lid)) or 0
         del got
+    await book.aclose()
     await redis.aclose()
     return Row(n, fetch, draw, total, floor, naive, copied, read, open_bytes, drawn_bytes)
 
 
+Memory = tuple[int, int, float, int, int]
+"""RSS before and peak (KiB), the draw's seconds, its workers, their summed peak RSS (KiB)."""
+
+
 def _memory_child(url: str, n: int, winners: int, out: mp.Queue) -> None:
-    async def run() -> tuple[int, int, float]:
+    async def run() -> Memory:
         redis = Redis.from_url(url)
         book = LotteryBook(redis)
         lid = await _fresh_lottery(redis, book, f"lr:{{room:{ROOM}}}:bench:{n}", winners)
@@ -176,13 +182,16 @@ def _memory_child(url: str, n: int, winners: int, out: mp.Queue) -> None:
         rec = await book.close_and_draw(ROOM, lid, time.time())
         took = time.perf_counter() - t0
         assert rec is not None and rec["entrants_count"] == n
+        pids = book.draw_pool.worker_pids()
+        worker_peak = sum(_rss_kib("VmHWM", pid) for pid in pids)
+        await book.aclose()
         await redis.aclose()
-        return before, _rss_kib("VmHWM"), took
+        return before, _rss_kib("VmHWM"), took, len(pids), worker_peak
 
     out.put(asyncio.run(run()))
 
 
-def _memory(url: str, n: int, winners: int) -> tuple[int, int, float]:
+def _memory(url: str, n: int, winners: int) -> Memory:
     ctx = mp.get_context("spawn")
     q: mp.Queue = ctx.Queue()
     p = ctx.Process(target=_memory_child, args=(url, n, winners, q))
@@ -215,9 +224,9 @@ def _s(x: float) -> str:
     return f"{x * 1000:,.0f} ms" if x < 10 else f"{x:,.1f} s"
 
 
-def table(rows: list[Row], memory: tuple[int, int, float] | None) -> list[str]:
+def table(rows: list[Row], memory: Memory | None) -> list[str]:
     lines = [
-        "| entrants | `close_and_draw` total | of which fetch | of which draw | sha256 floor "
+        "| entrants | `close_and_draw` total | fetch alone | draw alone, one thread | sha256 floor "
         "| draw / floor | `hmac.new` keyed once + `.copy()` per id | textbook `hmac.new` + sort "
         "| `get` with entrants |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -238,18 +247,17 @@ def table(rows: list[Row], memory: tuple[int, int, float] | None) -> list[str]:
             "newline-joined string)"
         )
     if memory is not None:
-        before, peak, took = memory
+        before, peak, took, workers, worker_peak = memory
         lines.append(
             f"- peak RSS of a fresh process drawing {rows[-1].entrants:,} entrants: "
             f"+{(peak - before) / 1024:,.0f} MiB over its {before / 1024:,.0f} MiB before the "
-            f"draw (that draw took {_s(took)})"
+            f"draw, and {worker_peak / 1024:,.0f} MiB peak across the {workers} draw workers it "
+            f"started (that first draw, starting them, took {_s(took)})"
         )
     return lines
 
 
-def markdown(
-    rows: list[Row], memory: tuple[int, int, float] | None, args: str, repeats: int
-) -> str:
+def markdown(rows: list[Row], memory: Memory | None, args: str, repeats: int) -> str:
     return "\n".join(
         [
             BEGIN,
@@ -262,8 +270,10 @@ def markdown(
             f"Best of {repeats} runs per size. `close_and_draw` is the whole draw as the "
             "scheduler runs it: the close script, fetching the entrants in pages of "
             f"{lot.FETCH_PAGE:,} (ZRANGE on the id-ordered zset, so no sort), the HMAC draw "
-            "(a thread, so the event loop keeps serving), and storing the sorted entrants. "
-            "*fetch* and *draw* are those two steps timed alone on the same ids; the sha256 "
+            f"(each page hashed by one of {DrawPool().processes} worker processes as it comes, "
+            "overlapping the next fetch: `engine/drawpool.py`), and storing the sorted entrants. "
+            "*fetch* and *draw* are those two steps timed alone on the same ids, the draw in "
+            "one thread as before the workers (`draw_members`); the sha256 "
             "floor is one `hashlib.sha256(id).digest()` per id and nothing else (HMAC is two "
             "sha256); the textbook draw is `hmac.new(seed, id, sha256).hexdigest()` per id "
             "and a full sort, which gives the same winners; the keyed-once column is the "

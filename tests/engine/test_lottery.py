@@ -522,9 +522,13 @@ async def test_a_dead_drawer_is_replaced_after_its_lease(redis: Redis) -> None:
         lot.lottery_likers(room, rec["id"]),
         lot.lottery_waiting(room, rec["id"]),
         lot.lottery_drawn_entrants(room, rec["id"]),
+        lot.events(room),
+        lot.lottery_staged_entrants(room, rec["id"], "dead"),
     ]
-    assert await book._finish(keys=finish_keys, args=["dead", "[]", 0, 0, b""]) == 0
+    await redis.set(finish_keys[-1], b"kim\nlee", px=30_000)
+    assert await book._finish(keys=finish_keys, args=["dead", "[]", 0, 0, b"", 100, ""]) == 0
     assert (await book.get(room, rec["id"]))["entrants"] == ["kim"]
+    assert not await redis.exists(finish_keys[-1])  # the late drawer's staged list is dropped
 
 
 async def test_the_draw_fetches_entrants_in_pages(
@@ -540,6 +544,10 @@ async def test_the_draw_fetches_entrants_in_pages(
     assert drawn is not None and drawn["entrants_count"] == 1000
     got = await book.get(room, rec["id"])
     assert got["entrants"] == users and verify(got).ok
+    assert got["winners"] == draw(bytes.fromhex(got["seed"]), users, 5)
+    assert book.draw_pool.started  # 143 pages: hashed in the worker processes
+    assert await redis.keys(lot.lottery_staged_entrants(room, rec["id"], "*")) == []
+    await book.aclose()
 
 
 async def test_unknown_lotteries(redis: Redis) -> None:
