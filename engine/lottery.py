@@ -590,16 +590,16 @@ class LotteryBook:
         key = lottery_entrants(room, lottery)
         lease_ms = int(self.lease_s * 1000)
         entrants_sha = hashlib.sha256()
-        bests = []
+        pages: list[asyncio.Task[list[tuple[bytes, bytes]]]] = []
         n = 0
-        async with asyncio.TaskGroup() as pages:
+        try:
             while True:
                 page = await self.redis.zrange(key, n, n + FETCH_PAGE - 1)
                 if page:
                     joined = b"\n".join(page)
                     alone = n == 0 and len(page) < FETCH_PAGE
-                    bests.append(
-                        pages.create_task(self.draw_pool.best(seed, joined, winners, alone=alone))
+                    pages.append(
+                        asyncio.create_task(self.draw_pool.best(seed, joined, winners, alone=alone))
                     )
                     if n:
                         joined = b"\n" + joined
@@ -610,7 +610,12 @@ class LotteryBook:
                     n += len(page)
                 if len(page) < FETCH_PAGE:
                     break
-        best = heapq.nsmallest(winners, itertools.chain.from_iterable(t.result() for t in bests))
+            bests = await asyncio.gather(*pages)
+        finally:  # a failed fetch (or a cancelled draw) leaves no page hashing on
+            for task in pages:
+                task.cancel()
+            await asyncio.gather(*pages, return_exceptions=True)
+        best = heapq.nsmallest(winners, itertools.chain.from_iterable(bests))
         return n, best, entrants_sha.hexdigest()
 
     # -- viewers ----------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from engine import keys
 from engine import lottery as lot
@@ -572,3 +573,31 @@ def test_every_lottery_key_is_under_the_room_hash_tag() -> None:
     ]
     assert all(n.startswith("lr:{room:r1}:") for n in names)
     assert len(set(names)) == len(names)
+
+
+async def test_a_draw_whose_fetch_fails_leaves_nothing_behind_and_is_redrawn(
+    redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(lot, "FETCH_PAGE", 50)
+    book, room = LotteryBook(redis, lease_s=30), _room()
+    now = time.time()
+    rec = await _create(book, room, winners=3, now=now)
+    users = [f"q{i:04d}" for i in range(500)]
+    await redis.zadd(lot.lottery_entrants(room, rec["id"]), dict.fromkeys(users, 0))
+    fetch, calls = book.redis.zrange, []
+
+    async def failing(*args: Any, **kwargs: Any) -> Any:
+        calls.append(args)
+        if len(calls) == 4:  # Redis goes away after three pages
+            raise RedisConnectionError("Connection reset by peer")
+        return await fetch(*args, **kwargs)
+
+    monkeypatch.setattr(book.redis, "zrange", failing)
+    with pytest.raises(RedisConnectionError):  # the error itself, not a task group's
+        await book.close_and_draw(room, rec["id"], now)
+    assert await redis.keys(lot.lottery_staged_entrants(room, rec["id"], "*")) == []
+    assert (await book.get(room, rec["id"]))["status"] == "drawing"
+    monkeypatch.setattr(book.redis, "zrange", fetch)
+    drawn = await book.close_and_draw(room, rec["id"], now + 31)  # the claim lapsed
+    assert drawn is not None and drawn["winners"] == draw(bytes.fromhex(drawn["seed"]), users, 3)
+    await book.aclose()
