@@ -57,6 +57,18 @@ async def open_page(web_proc: Proc) -> AsyncIterator[OpenPage]:
             errors: list[str] = []
             page.on("pageerror", lambda e: errors.append(str(e)))
             page.js_errors = errors  # type: ignore[attr-defined]
+            # What the page asked for and did not get, as its console reports it (the browser's
+            # own loads, a favicon say, raise no response event).
+            failed: list[str] = []
+            page.on(
+                "console",
+                lambda m: (
+                    failed.append(f"{m.text} {m.location.get('url')}")
+                    if m.type == "error" and m.text.startswith("Failed to load resource")
+                    else None
+                ),
+            )
+            page.failed_loads = failed  # type: ignore[attr-defined]
             await page.goto(web_proc.http_url + path)
             return page
 

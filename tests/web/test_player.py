@@ -134,6 +134,7 @@ async def test_plays_video_shows_chat_and_counts_likes(
         assert total == 5
         await wait_text(page, "likes-total", "5")
     assert page.js_errors == []
+    assert page.failed_loads == []
 
 
 async def test_refund_and_preview_end_access(web_api: Api, open_page: Any) -> None:
