@@ -39,6 +39,8 @@ def test_a_real_secret_passes() -> None:
         ({"secret": GOOD_SECRET, "workers": 0}, "workers"),
         ({"secret": GOOD_SECRET, "ws_backlog": 0}, "ws_backlog"),
         ({"secret": GOOD_SECRET, "ws_backlog": 70_000}, "ws_backlog"),
+        ({"secret": GOOD_SECRET, "draw_processes": -1}, "draw_processes"),
+        ({"secret": GOOD_SECRET, "draw_processes": 17}, "draw_processes"),
     ],
 )
 def test_unsafe_settings_are_refused(changes: dict, says: str) -> None:
