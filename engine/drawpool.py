@@ -17,9 +17,9 @@ of input (so it never outlives its drawer). The frames (``struct``, network orde
 
 A draw of one page (``FETCH_PAGE`` entrants or fewer) hashes in a thread of the drawer: for it a
 round trip to a process costs more than it saves. The workers start at the first draw that needs
-them and stay for the next. A worker that dies, or answers out of frame, is dropped and its page
-hashed in a thread instead; a new worker takes its place at the next page, so a lost worker never
-loses a draw or hangs one.
+them and stay for the next. A worker that dies, answers out of frame, or does not answer within
+``PAGE_TIMEOUT_S`` is dropped and its page hashed in a thread instead; a new worker takes its
+place at the next page, so a lost or stuck worker never loses a draw or hangs one.
 """
 
 from __future__ import annotations
@@ -76,6 +76,8 @@ BEST = struct.Struct("!I")
 DIGEST_BYTES = 32
 MAX_PAGE_BYTES = 64 * 1024 * 1024
 """A page frame larger than this is refused (the drawer sends ~1-7 MB)."""
+PAGE_TIMEOUT_S = 30.0
+"""A worker that has not answered a page this long is dropped (one hashes 50,000 ids in ~40 ms)."""
 
 
 def page_frame(seed: bytes, joined: bytes, winners: int) -> bytes:
@@ -135,10 +137,11 @@ def default_processes() -> int:
 class DrawPool:
     """Hashes draw pages in up to ``processes`` worker processes (0: ``default_processes()``)."""
 
-    def __init__(self, processes: int = 0) -> None:
+    def __init__(self, processes: int = 0, *, page_timeout_s: float = PAGE_TIMEOUT_S) -> None:
         if not 0 <= processes <= MAX_PROCESSES:
             raise ValueError(f"draw processes must be 0-{MAX_PROCESSES}")
         self.processes = processes or default_processes()
+        self.page_timeout_s = page_timeout_s
         self._idle: list[asyncio.subprocess.Process] = []
         self._all: set[asyncio.subprocess.Process] = set()
         self._freed: asyncio.Condition | None = None
@@ -187,17 +190,24 @@ class DrawPool:
         assert worker.stdin is not None and worker.stdout is not None
         ok = False
         try:
-            worker.stdin.write(frame)
-            await worker.stdin.drain()
-            (size,) = BEST.unpack(await worker.stdout.readexactly(BEST.size))
-            if size > MAX_PAGE_BYTES:
-                raise ValueError("a best frame too large")
-            body = await worker.stdout.readexactly(size)
+            async with asyncio.timeout(self.page_timeout_s):
+                worker.stdin.write(frame)
+                await worker.stdin.drain()
+                (size,) = BEST.unpack(await worker.stdout.readexactly(BEST.size))
+                if size > MAX_PAGE_BYTES:
+                    raise ValueError("a best frame too large")
+                body = await worker.stdout.readexactly(size)
             (count,) = BEST.unpack_from(body)
             got = parse_best(count, body[BEST.size :])
             ok = True
             return got
-        except (OSError, asyncio.IncompleteReadError, ValueError, struct.error) as exc:
+        except (
+            OSError,
+            TimeoutError,
+            asyncio.IncompleteReadError,
+            ValueError,
+            struct.error,
+        ) as exc:
             log.warning("a draw worker failed (%r): its page hashes in a thread", exc)
             return None
         finally:  # a worker cancelled mid-frame is out of step: dropped like a dead one

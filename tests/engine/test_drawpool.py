@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import os
@@ -111,3 +112,18 @@ def _state(pid: int) -> str:
             return next(line for line in f if line.startswith("State:")).lower()
     except FileNotFoundError:
         return "zombie"
+
+
+async def test_a_worker_that_stops_answering_is_dropped_and_its_page_still_drawn() -> None:
+    pool, seed = DrawPool(1, page_timeout_s=0.5), os.urandom(32)
+    page = _page(2_000)
+    try:
+        want = await pool.best(seed, page, 3)
+        (pid,) = pool.worker_pids()
+        os.kill(pid, signal.SIGSTOP)  # alive, holding its pipes, never answering
+        assert await pool.best(seed, page, 3) == want
+        assert pid not in pool.worker_pids()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        await pool.aclose()
