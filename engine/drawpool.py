@@ -144,7 +144,7 @@ class DrawPool:
         self.page_timeout_s = page_timeout_s
         self._idle: list[asyncio.subprocess.Process] = []
         self._all: set[asyncio.subprocess.Process] = set()
-        self._freed: asyncio.Condition | None = None
+        self._freed = asyncio.Condition()
 
     async def best(
         self, seed: bytes, joined: bytes, winners: int, *, alone: bool = False
@@ -163,7 +163,7 @@ class DrawPool:
 
     async def _take(self) -> asyncio.subprocess.Process | None:
         """An idle worker, a new one while fewer than ``processes`` run, else the next freed."""
-        freed = self._freed = self._freed or asyncio.Condition()
+        freed = self._freed
         async with freed:
             while not self._idle and len(self._all) >= self.processes:
                 await freed.wait()
@@ -219,7 +219,6 @@ class DrawPool:
         else:
             self._all.discard(worker)
             _kill(worker)
-        assert self._freed is not None
         async with self._freed:
             self._freed.notify()
 

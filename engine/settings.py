@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from engine.drawpool import MAX_PROCESSES as MAX_DRAW_PROCESSES
 from engine.errors import LiveroomError
 
 #: Development-only token secret. The server refuses to start with it outside dev mode.
@@ -269,8 +270,8 @@ class Settings:
             raise LiveroomError("log_format must be text or json")
         if not 1 <= self.workers <= 256:
             raise LiveroomError("workers must be 1-256")
-        if not 0 <= self.draw_processes <= 16:
-            raise LiveroomError("draw_processes must be 0-16")
+        if not 0 <= self.draw_processes <= MAX_DRAW_PROCESSES:
+            raise LiveroomError(f"draw_processes must be 0-{MAX_DRAW_PROCESSES}")
         if not 1 <= self.ws_backlog <= 65_535:
             raise LiveroomError("ws_backlog must be 1-65535")
         return self
