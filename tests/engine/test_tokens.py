@@ -11,10 +11,12 @@ from typing import Any
 
 import jwt
 import pytest
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
 
 from engine.errors import Unauthorized
 from engine.ids import RoomId, UserId
-from engine.tokens import Identity, Role, issue, verify
+from engine.tokens import Identity, Role, issue, quick_claims, verify
 
 SECRET = "unit-test-secret-0123456789abcdef-0123456789abcdef-0123456789abcdef"
 
@@ -197,6 +199,108 @@ def test_leeway_parameter_is_honoured() -> None:
     assert verify(SECRET, tok, leeway_s=5).user == "alice"
     with pytest.raises(Unauthorized):
         verify(SECRET, tok, leeway_s=0)
+
+
+# -- the quick check against PyJWT ------------------------------------------------------------
+
+# Times at least 60 s from any edge, so that PyJWT's own clock reading cannot fall on the other
+# side of one from ours.
+_TIME = st.sampled_from([-7200, -600, 600, 7200]).map(lambda d: int(time.time()) + d)
+_VALUE = st.one_of(
+    st.none(), st.booleans(), st.integers(-5, 5), st.floats(allow_nan=False), st.text(max_size=8)
+)
+_CLAIM_VALUE = {
+    "sub": st.one_of(st.sampled_from(["alice", "bob.b", "x" * 64]), _VALUE),
+    "name": st.one_of(st.just("Alice"), _VALUE),
+    "role": st.one_of(st.sampled_from(["viewer", "host", "admin"]), _VALUE),
+    "iat": st.one_of(_TIME, _TIME.map(float), _VALUE),
+    "exp": st.one_of(_TIME, _TIME.map(float), st.just("tomorrow"), _VALUE),
+    "rooms": st.one_of(st.just(["r1"]), st.lists(st.text(max_size=4), max_size=2)),
+    "aud": st.just("someone"),
+    "nbf": _TIME,
+    "jti": _VALUE,
+}
+_CLAIMS = st.fixed_dictionaries({}, optional=_CLAIM_VALUE)
+_HEADER = st.sampled_from(
+    [
+        {"alg": "HS256", "typ": "JWT"},
+        {"typ": "JWT", "alg": "HS256"},
+        {"alg": "HS256"},
+        {"alg": "HS512", "typ": "JWT"},
+        {"alg": "none"},
+        {"alg": "HS256", "kid": 7},
+        {"alg": "HS256", "b64": False, "crit": ["b64"]},
+    ]
+)
+
+
+def _mutate(token: str, how: int, at: int) -> str:
+    """One of the ways a token arrives damaged (0: untouched)."""
+    i = at % len(token)
+    if how == 1:  # one character changed
+        return token[:i] + ("A" if token[i] != "A" else "B") + token[i + 1 :]
+    if how == 2:  # padded
+        return token + "="
+    if how == 3:  # cut short
+        return token[:i]
+    if how == 4:  # a character outside the alphabet
+        return token[:i] + "!" + token[i + 1 :]
+    if how == 5:  # the last character's unused bits set (not canonical base64)
+        return token[:-1] + ("B" if token[-1] == "A" else "A")
+    return token
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    header=_HEADER,
+    claims=_CLAIMS,
+    secret=st.sampled_from([SECRET, "another-secret-0123456789abcdef-0123456789"]),
+    how=st.integers(0, 5),
+    at=st.integers(0, 10_000),
+)
+def test_quick_check_never_differs_from_pyjwt(
+    header: dict[str, Any], claims: dict[str, Any], secret: str, how: int, at: int
+) -> None:
+    head = _segment(header)
+    body = _b64(json.dumps(claims).encode())
+    mac = _b64(hmac.new(secret.encode(), f"{head}.{body}".encode(), hashlib.sha256).digest())
+    token = _mutate(f"{head}.{body}.{mac}", how, at)
+    quick = quick_claims(SECRET, token, 5, time.time())
+    event(f"judged quickly: {quick is not None}")
+    if quick is None:
+        return  # PyJWT judges it (the rest of this file: every refusal is a 401)
+    options = {"require": ["exp", "sub", "role"]}
+    assert jwt.decode(token, SECRET, algorithms=["HS256"], leeway=5, options=options) == quick
+
+
+def test_quick_check_takes_the_tokens_we_issue() -> None:
+    """The cheap path is the one a join takes (else the speed quietly goes back to PyJWT's)."""
+    for role, rooms in (("viewer", None), ("host", ["r1", "r2"]), ("admin", None)):
+        token = issue(SECRET, "alice", role, rooms=rooms, name="Alice")
+        claims = quick_claims(SECRET, token, 5, time.time())
+        assert claims is not None and claims["role"] == role
+        assert claims == jwt.decode(token, SECRET, algorithms=["HS256"])
+    # and a common header written by another library, key order and spacing its own
+    head = _b64(b'{"typ": "JWT", "alg": "HS256"}')
+    body = _segment(_claims())
+    mac = _b64(hmac.new(SECRET.encode(), f"{head}.{body}".encode(), hashlib.sha256).digest())
+    assert quick_claims(SECRET, f"{head}.{body}.{mac}", 5, time.time()) == _claims()
+
+
+def test_a_secret_pyjwt_refuses_is_never_judged_quickly() -> None:
+    pem = "-----BEGIN PUBLIC KEY-----\nMIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8A\n-----END PUBLIC KEY-----\n"
+    head, body = _segment({"alg": "HS256", "typ": "JWT"}), _segment(_claims())
+    mac = _b64(hmac.new(pem.encode(), f"{head}.{body}".encode(), hashlib.sha256).digest())
+    token = f"{head}.{body}.{mac}"
+    assert quick_claims(pem, token, 5, time.time()) is None
+    _rejected(token, secret=pem)
+
+
+def test_quick_check_refuses_what_is_expired_or_not_yet_issued() -> None:
+    now = time.time()
+    assert quick_claims(SECRET, _signed(_claims(exp=int(now) - 6)), 5, now) is None
+    assert quick_claims(SECRET, _signed(_claims(iat=int(now) + 60)), 5, now) is None
+    _rejected(_signed(_claims(iat=int(now) + 60)))  # and PyJWT refuses it too
 
 
 # -- Identity.controls -------------------------------------------------------------------------
