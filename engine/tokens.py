@@ -96,11 +96,14 @@ _CLAIMS = frozenset({"sub", "name", "role", "iat", "exp", "rooms"})
 @lru_cache(maxsize=4)
 def _hmac_key(secret: str) -> bytes | None:
     """The secret as PyJWT's HS256 would use it, or None where PyJWT refuses it (empty, or
-    shaped like an asymmetric key): then every token goes to PyJWT, which says why."""
+    shaped like an asymmetric key) or warns on every call that it is short (under 32 bytes):
+    then every token goes to PyJWT, which says why."""
+    hs256 = HMACAlgorithm(HMACAlgorithm.SHA256)
     try:
-        return HMACAlgorithm(HMACAlgorithm.SHA256).prepare_key(secret)
+        key = hs256.prepare_key(secret)
     except jwt.PyJWTError:
         return None
+    return None if hs256.check_key_length(key) else key
 
 
 def _segment(seg: str) -> bytes | None:
@@ -123,11 +126,14 @@ def quick_claims(secret: str, token: str, leeway_s: int, now: float) -> dict[str
     body, _, sig = rest.partition(".")
     if key is None or head not in _HEADERS or not sig or "." in sig:
         return None
-    mac, payload = _segment(sig), _segment(body)
-    signing_input = token[: len(head) + 1 + len(body)].encode()
-    if mac is None or payload is None:
+    mac = _segment(sig)
+    if mac is None:
         return None
+    signing_input = token[: len(head) + 1 + len(body)].encode()
     if not hmac.compare_digest(hmac.digest(key, signing_input, "sha256"), mac):
+        return None  # (before the body is decoded: a forged token costs no more here)
+    payload = _segment(body)
+    if payload is None:
         return None
     try:
         claims = json.loads(payload.decode("utf-8"))

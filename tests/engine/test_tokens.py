@@ -296,6 +296,17 @@ def test_a_secret_pyjwt_refuses_is_never_judged_quickly() -> None:
     _rejected(token, secret=pem)
 
 
+def test_a_short_secret_is_left_to_pyjwt() -> None:
+    """PyJWT warns on every call that a key under 32 bytes is short for HS256; such a secret
+    is not used quickly, so the warning is not hidden."""
+    short = "sixteen-chars-ok"
+    with pytest.warns(jwt.InsecureKeyLengthWarning):
+        token = issue(short, "alice")
+    assert quick_claims(short, token, 5, time.time()) is None
+    with pytest.warns(jwt.InsecureKeyLengthWarning):
+        assert verify(short, token).user == "alice"
+
+
 def test_quick_check_refuses_what_is_expired_or_not_yet_issued() -> None:
     now = time.time()
     assert quick_claims(SECRET, _signed(_claims(exp=int(now) - 6)), 5, now) is None

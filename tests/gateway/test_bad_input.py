@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+import warnings
 
 import httpx
 import jwt
@@ -105,17 +106,23 @@ def _alg_none(claims: dict) -> str:
     return f"{b64({'alg': 'none', 'typ': 'JWT'})}.{b64(claims)}."
 
 
+def _hs512(claims: dict) -> str:
+    """A genuine HS512 token under the deployment's secret (PyJWT warns that the secret is
+    short for SHA-512: it is meant for HS256, and only the algorithm list refuses this)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", jwt.InsecureKeyLengthWarning)
+        return jwt.encode(claims, SECRET, algorithm="HS512")
+
+
 BAD_TOKENS = {
     "expired": lambda: token("late", ttl=-60),
     "bad-signature": lambda: jwt.encode(
         {"sub": "x", "role": "viewer", "exp": time.time() + 60},
-        "another-secret-of-enough-length",
+        "another-secret-of-enough-length-for-hs256",
         algorithm="HS256",
     ),
     "alg-none": lambda: _alg_none({"sub": "x", "role": "admin", "exp": int(time.time()) + 60}),
-    "hs512": lambda: jwt.encode(
-        {"sub": "x", "role": "viewer", "exp": time.time() + 60}, SECRET, algorithm="HS512"
-    ),
+    "hs512": lambda: _hs512({"sub": "x", "role": "viewer", "exp": time.time() + 60}),
     "garbage": lambda: "not-a-token",
 }
 
