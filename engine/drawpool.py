@@ -46,19 +46,22 @@ def hmac_digests(key: bytes, messages: Iterable[bytes]) -> Iterator[bytes]:
     """HMAC-SHA256 (RFC 2104) of each message under one key, with the key schedule done once.
 
     ``hmac.digest`` sets up a fresh HMAC context per call, which costs about as much as the
-    hashing itself for short ids; here the inner hash state after ``key ^ ipad`` is computed
-    once and copied per message, and the outer hash is one 96-byte sha256.
+    hashing itself for short ids. Here the hash states after ``key ^ ipad`` and after
+    ``key ^ opad`` are computed once, and each message copies both. A copy is cheaper than a
+    new sha256: OpenSSL 3 looks the digest up again for every new one. The outer hash then
+    compresses one block, not two.
     """
     if len(key) > 64:
         key = hashlib.sha256(key).digest()
     key = key.ljust(64, b"\0")
-    inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
-    opad = bytes(b ^ 0x5C for b in key)
-    copy_inner, sha256 = inner.copy, hashlib.sha256
+    copy_inner = hashlib.sha256(bytes(b ^ 0x36 for b in key)).copy
+    copy_outer = hashlib.sha256(bytes(b ^ 0x5C for b in key)).copy
     for m in messages:
         h = copy_inner()
         h.update(m)
-        yield sha256(opad + h.digest()).digest()
+        o = copy_outer()
+        o.update(h.digest())
+        yield o.digest()
 
 
 def best_of_page(seed: bytes, joined: bytes, winners: int) -> list[tuple[bytes, bytes]]:
