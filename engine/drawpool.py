@@ -1,6 +1,6 @@
 """The lottery draw's hashing, and where it runs: worker processes, so a big draw uses every core.
 
-``hmac_digests`` is the draw's HMAC loop (pure; ``engine.lottery`` builds the draw on it).
+``best_of`` is the draw's HMAC loop (pure; ``engine.lottery`` builds the draw on it).
 
 hashlib holds the GIL for inputs as short as user ids, so threads cannot share the HMAC work of
 a million entrants; processes can. The drawing process fetches the entrants page by page and
@@ -27,56 +27,78 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import heapq
 import logging
 import os
 import struct
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable
+from typing import Any
 
 log = logging.getLogger(__name__)
 
 MAX_PROCESSES = 16
+DIGEST_BYTES = 32
 
 
 # -- pure: the HMAC loop and one page's best ------------------------------------------------
 
 
-def hmac_digests(key: bytes, messages: Iterable[bytes]) -> Iterator[bytes]:
-    """HMAC-SHA256 (RFC 2104) of each message under one key, with the key schedule done once.
-
-    ``hmac.digest`` sets up a fresh HMAC context per call, which costs about as much as the
-    hashing itself for short ids. Here the hash states after ``key ^ ipad`` and after
-    ``key ^ opad`` are computed once, and each message copies both. A copy is cheaper than a
-    new sha256: OpenSSL 3 looks the digest up again for every new one. The outer hash then
-    compresses one block, not two.
-    """
+def _keyed(key: bytes) -> tuple[Callable[[], Any], Callable[[], Any]]:
+    """HMAC-SHA256's two hash states after ``key ^ ipad`` and ``key ^ opad`` (RFC 2104), as
+    their ``copy`` methods: the key schedule done once for every message."""
     if len(key) > 64:
         key = hashlib.sha256(key).digest()
     key = key.ljust(64, b"\0")
-    copy_inner = hashlib.sha256(bytes(b ^ 0x36 for b in key)).copy
-    copy_outer = hashlib.sha256(bytes(b ^ 0x5C for b in key)).copy
-    for m in messages:
+    inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
+    outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
+    return inner.copy, outer.copy
+
+
+def best_of(key: bytes, members: Iterable[bytes], winners: int) -> list[tuple[bytes, bytes]]:
+    """The ``winners`` smallest ``(HMAC-SHA256(key, member), member)`` pairs, ascending.
+
+    Tuples compare by digest, then by member: equal HMACs fall back to the member.
+
+    This is the draw's one HMAC loop, at about 2x the cost of one sha256 per member:
+    - ``hmac.digest`` sets up a fresh HMAC context per call, which costs about as much as the
+      hashing itself for short ids. Here both keyed states are copied per member instead. A
+      copy is cheaper than a new sha256, since OpenSSL 3 looks the digest up for every new one.
+    - The outer hash compresses one block.
+    - A pair is kept only when it is no larger than the ``winners``-th smallest so far, so the
+      loop does one comparison per member and no heap work.
+    """
+    if winners <= 0:
+        return []
+    copy_inner, copy_outer = _keyed(key)
+    kept: list[tuple[bytes, bytes]] = []
+    top = b"\xff" * (DIGEST_BYTES + 1)  # above every digest until `winners` are kept
+    room = 4 * winners + 16
+    for m in members:
         h = copy_inner()
         h.update(m)
         o = copy_outer()
         o.update(h.digest())
-        yield o.digest()
+        d = o.digest()
+        if d <= top:  # (equal: its member may still be the smaller)
+            kept.append((d, m))
+            if len(kept) >= room:
+                kept.sort()
+                del kept[winners:]
+                top = kept[-1][0]
+    kept.sort()
+    return kept[:winners]
 
 
 def best_of_page(seed: bytes, joined: bytes, winners: int) -> list[tuple[bytes, bytes]]:
-    """The ``winners`` smallest (HMAC, id) pairs of one page of newline-joined ids (a worker's
-    task: bytes in and a few pairs out, so shipping it to a process is one copy each way).
-    Tuples compare by digest, then by id: equal HMACs fall back to the id."""
-    page = joined.split(b"\n")
-    return heapq.nsmallest(winners, zip(hmac_digests(seed, page), page, strict=True))
+    """``best_of`` one page of newline-joined ids (a worker's task: bytes in and a few pairs
+    out, so shipping it to a process is one copy each way)."""
+    return best_of(seed, joined.split(b"\n"), winners)
 
 
 # -- the frames (pure) ------------------------------------------------------------------------
 
 PAGE = struct.Struct("!IHI")
 BEST = struct.Struct("!I")
-DIGEST_BYTES = 32
 MAX_PAGE_BYTES = 64 * 1024 * 1024
 """A page frame larger than this is refused (the drawer sends ~1-7 MB)."""
 PAGE_TIMEOUT_S = 30.0

@@ -28,9 +28,10 @@ import asyncio
 import contextlib
 import hashlib
 import heapq
+import hmac
 import itertools
 import secrets
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -39,7 +40,7 @@ from redis.asyncio import Redis
 
 from engine import scripts
 from engine.codec import dumps_json, loads_json, pack_stored
-from engine.drawpool import DrawPool, hmac_digests
+from engine.drawpool import DrawPool, best_of
 from engine.errors import BadRequest, Conflict, Forbidden, InvalidBody, NotFound
 from engine.events import EventType
 from engine.ids import RoomId, is_valid_id
@@ -99,7 +100,7 @@ def commit_of(seed: bytes) -> str:
 
 def hmac_of(seed: bytes, user: str) -> str:
     """One entrant's draw value, ``HMAC-SHA256(key=seed, msg=user)`` in hex (for display)."""
-    return next(hmac_digests(seed, [user.encode("utf-8")])).hex()
+    return hmac.digest(seed, user.encode("utf-8"), "sha256").hex()
 
 
 def draw(seed: bytes, entrants: Iterable[str], winners: int) -> list[str]:
@@ -122,15 +123,7 @@ def draw_members(seed: bytes, members: Iterable[bytes], winners: int) -> list[by
     Ties fall back to comparing the encoded ids, which orders exactly as the ``str`` ids do
     (UTF-8 preserves code point order).
     """
-    if winners <= 0:
-        return []
-    members = members if isinstance(members, Sequence | set | frozenset) else list(members)
-    # Tuples (digest, id) compare by digest, then by id; nsmallest keeps only `winners` of
-    # them alive, so memory stays flat however many entrants there are.
-    return [
-        m
-        for _, m in heapq.nsmallest(winners, zip(hmac_digests(seed, members), members, strict=True))
-    ]
+    return [m for _, m in best_of(seed, members, winners)]
 
 
 class VerifyCheck(StrEnum):

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.drawpool import BEST, DrawPool, best_frame, best_of_page, hmac_digests, parse_best
+from engine.drawpool import BEST, DrawPool, best_frame, best_of, best_of_page, parse_best
 
 IDS = st.lists(st.from_regex(r"[A-Za-z0-9_.-]{1,64}", fullmatch=True), min_size=1, unique=True)
 
@@ -21,7 +21,9 @@ IDS = st.lists(st.from_regex(r"[A-Za-z0-9_.-]{1,64}", fullmatch=True), min_size=
 @given(key=st.binary(min_size=0, max_size=100), ids=IDS)
 def test_the_hmac_loop_is_rfc_2104(key: bytes, ids: list[str]) -> None:
     msgs = [i.encode() for i in ids]
-    assert list(hmac_digests(key, msgs)) == [hmac.digest(key, m, "sha256") for m in msgs]
+    want = sorted((hmac.digest(key, m, "sha256"), m) for m in msgs)
+    assert best_of(key, msgs, len(msgs)) == want
+    assert best_of(key, msgs, 0) == []
 
 
 @given(ids=IDS, winners=st.integers(min_value=0, max_value=20))
@@ -30,6 +32,14 @@ def test_a_page_keeps_its_smallest_hmacs(ids: list[str], winners: int) -> None:
     joined = "\n".join(ids).encode()
     want = sorted((hmac.digest(seed, i.encode(), "sha256"), i.encode()) for i in ids)[:winners]
     assert best_of_page(seed, joined, winners) == want
+
+
+@pytest.mark.parametrize("winners", [1, 3, 50, 20_000])
+def test_a_big_page_keeps_its_smallest_hmacs(winners: int) -> None:
+    """Enough ids that the loop drops what can no longer win many times over."""
+    seed, ids = os.urandom(32), [f"user{i:07d}".encode() for i in range(20_000)]
+    want = sorted((hmac.digest(seed, m, "sha256"), m) for m in ids)[:winners]
+    assert best_of(seed, ids, winners) == want
 
 
 def _page(n: int, salt: str = "") -> bytes:
