@@ -263,9 +263,10 @@ class RoomHub:
             room.conns.discard(conn)
             # The room stays until the next counter sync has reported 0 for this gateway.
 
-    def go_live(self, conn: Conn) -> None:
-        """End a connection's join: deliver what arrived during replay, then share frames."""
-        conn.send(conn.session.go_live(self.rooms[conn.room].batch.current_state()))
+    def go_live(self, conn: Conn) -> list[Event]:
+        """End a connection's join: what arrived during replay, and the room's state, which
+        the caller writes before it yields (frames it shares come after)."""
+        return conn.session.go_live(self.rooms[conn.room].batch.current_state())
 
     # -- events in -------------------------------------------------------------------------
 

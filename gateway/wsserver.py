@@ -604,8 +604,10 @@ class Gateway:
             conn.session.replayed(events)
             if events:
                 after = events[-1]["id"]
+            last = len(events) < chunk
+            if last:  # the hand-off rides the last message: `send` writes it before it yields
+                events = events + self.hub.go_live(conn)  # (not +=: replays are shared)
             await conn.ws.send(encode(first + events, conn.sp), text=text)
             first = []
-            if len(events) < chunk:
+            if last:
                 break
-        self.hub.go_live(conn)
