@@ -73,8 +73,6 @@ def issue(
     return jwt.encode(claims, secret, algorithm="HS256")
 
 
-REQUIRED = ("exp", "sub", "role")
-
 # The quick check (``quick_claims``) takes only the tokens it can judge in full: one of these
 # headers, exactly as PyJWT and the usual libraries write them ...
 _HEADERS = frozenset(
@@ -163,7 +161,7 @@ def verify(secret: str, token: str | None, *, leeway_s: int = 5) -> Identity:
                 secret,
                 algorithms=ALGORITHMS,
                 leeway=leeway_s,
-                options={"require": list(REQUIRED)},
+                options={"require": ["exp", "sub", "role"]},
             )
         except jwt.PyJWTError as exc:
             raise Unauthorized(f"invalid token: {exc}") from None
